@@ -1,0 +1,1 @@
+"""Design from explanations: periodic unit cells, topology optimization."""

@@ -1,0 +1,1 @@
+"""Explanations of trained models: Grad-RAM heatmaps, PixelCNN sensitivity maps."""

@@ -1,0 +1,1 @@
+"""Finite elements with SfePy: pixel meshes, periodic homogenization, GTN fracture."""

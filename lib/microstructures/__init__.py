@@ -1,0 +1,1 @@
+"""Microstructure generators: Part A dual-phase steels, Part B stochastic two-phase images."""
