@@ -1,0 +1,208 @@
+"""Periodic homogenization against exact answers (SPEC B2): uniform material, laminates,
+Levin's relation, Voigt/Reuss and Hashin-Shtrikman bounds, mesh refinement, bad input."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from lib.fe.homogenization import (
+    MATERIAL_CASES,
+    IsotropicPhase,
+    MaterialCase,
+    PeriodicHomogenizer,
+    engineering_constants,
+    plane_stress_stiffness,
+    voigt_reuss_bounds,
+)
+
+BORON_ALUMINIUM = MATERIAL_CASES["boron_aluminium"]
+ALUMINIUM_FOAM = MATERIAL_CASES["aluminium_foam"]
+# Boron/aluminium with expansion coefficients and unequal Poisson ratios: a well-conditioned
+# two-phase case for the thermal checks (the compliance difference is far from singular).
+THERMO_ELASTIC = MaterialCase(
+    "thermo_elastic",
+    black=IsotropicPhase("aluminium", 68.3e3, 0.33, 23.6e-6),
+    white=IsotropicPhase("boron", 379.3e3, 0.21, 5.0e-6),
+)
+
+
+@pytest.fixture(scope="module")
+def hom32() -> PeriodicHomogenizer:
+    return PeriodicHomogenizer(32)
+
+
+def smooth_random_image(size: int, seed: int, fraction: float = 0.4, sigma: float = 2.0) -> np.ndarray:
+    """A periodic two-phase image: wrapped Gaussian-filtered noise thresholded at a quantile."""
+    noise = np.random.default_rng(seed).standard_normal((size, size))
+    field = ndimage.gaussian_filter(noise, sigma, mode="wrap")
+    return (field > np.quantile(field, 1 - fraction)).astype(np.uint8)
+
+
+def compliance(phase: IsotropicPhase) -> np.ndarray:
+    return np.linalg.inv(phase.stiffness)
+
+
+@pytest.mark.parametrize("case", [BORON_ALUMINIUM, ALUMINIUM_FOAM], ids=lambda c: c.name)
+@pytest.mark.parametrize("value", [0, 1])
+def test_uniform_material_is_exact(hom32, case, value):
+    props = hom32.homogenize(np.full((32, 32), value, np.uint8), case)
+    phase = case.white if value else case.black
+    np.testing.assert_allclose(props.stiffness, phase.stiffness, rtol=1e-11, atol=1e-9 * phase.youngs_modulus)
+    np.testing.assert_allclose(props.thermal_expansion, [phase.thermal_expansion] * 2 + [0.0],
+                               rtol=1e-9, atol=1e-12 * max(phase.thermal_expansion, 1e-30) + 1e-25)
+    constants = engineering_constants(props.stiffness)
+    assert constants["Ex"] == pytest.approx(phase.youngs_modulus, rel=1e-11)
+    assert constants["nu_xy"] == pytest.approx(phase.poisson_ratio, rel=1e-10)
+
+
+def test_uniform_material_is_exact_on_the_study_grid():
+    props = PeriodicHomogenizer(128).homogenize(np.ones((128, 128), np.uint8), BORON_ALUMINIUM)
+    np.testing.assert_allclose(props.stiffness, BORON_ALUMINIUM.white.stiffness, rtol=1e-10, atol=1e-5)
+
+
+def layered(size: int, n_white_rows: int, along_x: bool) -> np.ndarray:
+    img = np.zeros((size, size), np.uint8)
+    img[:n_white_rows] = 1  # rows are constant along x: layers along x, stacked along y
+    return img if along_x else img.T.copy()
+
+
+@pytest.mark.parametrize("along_x", [True, False])
+def test_laminate_equal_poisson_ratio(hom32, along_x):
+    """Along the layers Voigt is exact; across: 1/E = (1 - nu^2)/E_Reuss + nu^2/E_Voigt."""
+    f = 13 / 32
+    props = hom32.homogenize(layered(32, 13, along_x), BORON_ALUMINIUM)
+    e_white, e_black = BORON_ALUMINIUM.white.youngs_modulus, BORON_ALUMINIUM.black.youngs_modulus
+    nu = 0.3
+    e_voigt = f * e_white + (1 - f) * e_black
+    e_reuss = 1.0 / (f / e_white + (1 - f) / e_black)
+    e_across = 1.0 / ((1 - nu**2) / e_reuss + nu**2 / e_voigt)
+    c = engineering_constants(props.stiffness)
+    e_along_fe, e_across_fe = (c["Ex"], c["Ey"]) if along_x else (c["Ey"], c["Ex"])
+    assert e_along_fe == pytest.approx(e_voigt, rel=1e-11)
+    assert e_across_fe == pytest.approx(e_across, rel=1e-11)
+    assert e_across < e_voigt and e_across > e_reuss  # not the plain Reuss value
+    assert e_across_fe != pytest.approx(e_reuss, rel=1e-3)
+
+
+@pytest.mark.parametrize("case", [THERMO_ELASTIC, ALUMINIUM_FOAM], ids=lambda c: c.name)
+def test_laminate_thermal_expansion(hom32, case):
+    """Plane-stress laminate with layers along x: every layer is in uniaxial stress along x.
+
+    alpha_x = <E alpha>/<E>, alpha_y = <(1 + nu) alpha> - <nu> alpha_x, E_x = <E> (any nu).
+    """
+    f = 13 / 32
+    props = hom32.homogenize(layered(32, 13, along_x=True), case)
+    w, b = case.white, case.black
+    mean = lambda white, black: f * white + (1 - f) * black  # noqa: E731
+    e_mean = mean(w.youngs_modulus, b.youngs_modulus)
+    alpha_x = mean(w.youngs_modulus * w.thermal_expansion, b.youngs_modulus * b.thermal_expansion) / e_mean
+    alpha_y = (mean((1 + w.poisson_ratio) * w.thermal_expansion, (1 + b.poisson_ratio) * b.thermal_expansion)
+               - mean(w.poisson_ratio, b.poisson_ratio) * alpha_x)
+    assert props.thermal_expansion[0] == pytest.approx(alpha_x, rel=1e-9)
+    assert props.thermal_expansion[1] == pytest.approx(alpha_y, rel=1e-6)
+    assert abs(props.thermal_expansion[2]) < 1e-12
+    assert engineering_constants(props.stiffness)["Ex"] == pytest.approx(e_mean, rel=1e-10)
+
+
+def levin_expansion(case: MaterialCase, white_fraction: float, stiffness: np.ndarray) -> np.ndarray:
+    """Levin (1967): alpha* = <alpha> + (S* - <S>) (S_w - S_b)^-1 (alpha_w - alpha_b)."""
+    m = np.array([1.0, 1.0, 0.0])
+    s_w, s_b = compliance(case.white), compliance(case.black)
+    a_w, a_b = case.white.thermal_expansion * m, case.black.thermal_expansion * m
+    mean_s = white_fraction * s_w + (1 - white_fraction) * s_b
+    mean_a = white_fraction * a_w + (1 - white_fraction) * a_b
+    return mean_a + (np.linalg.inv(stiffness) - mean_s) @ np.linalg.solve(s_w - s_b, a_w - a_b)
+
+
+@pytest.mark.parametrize("case", [THERMO_ELASTIC, ALUMINIUM_FOAM], ids=lambda c: c.name)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_levin_relation_on_random_samples(hom32, case, seed):
+    img = smooth_random_image(32, seed, fraction=0.3 + 0.1 * seed, sigma=1.0 + seed)
+    props = hom32.homogenize(img, case)
+    expected = levin_expansion(case, img.mean(), props.stiffness)
+    scale = case.white.thermal_expansion
+    np.testing.assert_allclose(props.thermal_expansion, expected, rtol=0, atol=1e-6 * scale)
+
+
+@pytest.mark.parametrize("case", [BORON_ALUMINIUM, ALUMINIUM_FOAM], ids=lambda c: c.name)
+def test_voigt_reuss_bounds_on_every_sample(hom32, case):
+    for seed in range(6):
+        img = smooth_random_image(32, seed, fraction=0.38 + 0.005 * seed, sigma=0.8 + 0.5 * seed)
+        stiffness = hom32.homogenize(img, case).stiffness
+        voigt, reuss = voigt_reuss_bounds(img, case)
+        scale = np.abs(voigt).max()
+        assert np.linalg.eigvalsh(voigt - stiffness).min() > -1e-10 * scale
+        assert np.linalg.eigvalsh(stiffness - reuss).min() > -1e-10 * scale
+
+
+def hashin_shtrikman_area_bulk(case: MaterialCase, white_fraction: float) -> tuple[float, float]:
+    """2-D Hashin-Shtrikman bounds on the area bulk modulus kappa = (C11 + C12)/2 (plane stress)."""
+    def moduli(phase):
+        e, nu = phase.youngs_modulus, phase.poisson_ratio
+        return e / (2 * (1 - nu)), e / (2 * (1 + nu))
+
+    (k_w, g_w), (k_b, g_b) = moduli(case.white), moduli(case.black)
+    f_w, f_b = white_fraction, 1 - white_fraction
+    (k1, g1, f1), (k2, g2, f2) = sorted([(k_w, g_w, f_w), (k_b, g_b, f_b)], reverse=True)
+    upper = k1 + f2 / (1 / (k2 - k1) + f1 / (k1 + g1))
+    lower = k2 + f1 / (1 / (k1 - k2) + f2 / (k2 + g2))
+    return lower, upper
+
+
+@pytest.mark.parametrize("seed", [3, 4, 5])
+def test_hashin_shtrikman_bounds_on_square_symmetric_samples(hom32, seed):
+    base = smooth_random_image(32, seed, fraction=0.15, sigma=1.5)
+    img = base | np.rot90(base) | np.rot90(base, 2) | np.rot90(base, 3)  # 4-fold symmetric
+    stiffness = hom32.homogenize(img, BORON_ALUMINIUM).stiffness
+    assert stiffness[0, 0] == pytest.approx(stiffness[1, 1], rel=1e-9)  # square symmetry
+    kappa = 0.5 * (stiffness[0, 0] + stiffness[0, 1])
+    lower, upper = hashin_shtrikman_area_bulk(BORON_ALUMINIUM, img.mean())
+    assert lower <= kappa <= upper
+
+
+def test_mesh_refinement_converges_from_above():
+    """Splitting every pixel into 2x2 elements nests the FE spaces: the stiffness decreases
+    monotonically (PSD differences) and the successive changes shrink."""
+    yy, xx = np.mgrid[0:16, 0:16]
+    img = (((xx - 7.5) ** 2 + (yy - 7.5) ** 2) < 5.2**2).astype(np.uint8)  # a centred disc
+    results = []
+    for factor in (1, 2, 4):
+        fine = np.kron(img, np.ones((factor, factor), np.uint8))
+        results.append(PeriodicHomogenizer(16 * factor).homogenize(fine, BORON_ALUMINIUM).stiffness)
+    c1, c2, c4 = results
+    scale = np.abs(c1).max()
+    assert np.linalg.eigvalsh(c1 - c2).min() > -1e-10 * scale
+    assert np.linalg.eigvalsh(c2 - c4).min() > -1e-10 * scale
+    change_1_2 = np.abs(c1 - c2).max()
+    change_2_4 = np.abs(c2 - c4).max()
+    assert 0 < change_2_4 < 0.6 * change_1_2
+    assert change_1_2 < 0.02 * scale  # the pixel grid is already within 2 %
+
+
+@pytest.mark.parametrize(
+    "img, message",
+    [
+        (np.zeros((31, 32)), "square"),
+        (np.zeros((16, 16)), "32x32"),
+        (np.full((32, 32), 0.5), "binary"),
+        (np.where(np.eye(32) > 0, np.nan, 0.0), "NaN"),
+        (np.zeros((2, 32, 32)), "square 2-D"),
+    ],
+)
+def test_bad_input_gives_a_clear_error(hom32, img, message):
+    with pytest.raises(ValueError, match=message):
+        hom32.homogenize(img, BORON_ALUMINIUM)
+
+
+def test_bad_phase_parameters_are_rejected():
+    with pytest.raises(ValueError, match="Poisson"):
+        IsotropicPhase("x", 1.0, 0.5)
+    with pytest.raises(ValueError, match="Young"):
+        IsotropicPhase("x", -1.0, 0.3)
+
+
+def test_plane_stress_stiffness_inverts_to_engineering_constants():
+    c = engineering_constants(plane_stress_stiffness(200e3, 0.25))
+    assert c["Ex"] == pytest.approx(200e3) and c["Ey"] == pytest.approx(200e3)
+    assert c["nu_xy"] == pytest.approx(0.25) and c["Gxy"] == pytest.approx(200e3 / 2.5)
