@@ -13,6 +13,11 @@ from lib.fe.homogenization import (
     PeriodicHomogenizer,
     engineering_constants,
     plane_stress_stiffness,
+)
+from lib.fe.bounds import (
+    bound_violation,
+    hashin_shtrikman_area_bulk,
+    levin_thermal_expansion,
     voigt_reuss_bounds,
 )
 
@@ -37,10 +42,6 @@ def smooth_random_image(size: int, seed: int, fraction: float = 0.4, sigma: floa
     noise = np.random.default_rng(seed).standard_normal((size, size))
     field = ndimage.gaussian_filter(noise, sigma, mode="wrap")
     return (field > np.quantile(field, 1 - fraction)).astype(np.uint8)
-
-
-def compliance(phase: IsotropicPhase) -> np.ndarray:
-    return np.linalg.inv(phase.stiffness)
 
 
 @pytest.mark.parametrize("case", [BORON_ALUMINIUM, ALUMINIUM_FOAM], ids=lambda c: c.name)
@@ -102,17 +103,10 @@ def test_laminate_thermal_expansion(hom32, case):
     assert props.thermal_expansion[0] == pytest.approx(alpha_x, rel=1e-9)
     assert props.thermal_expansion[1] == pytest.approx(alpha_y, rel=1e-6)
     assert abs(props.thermal_expansion[2]) < 1e-12
+    # Levin's relation, fed the laminate's stiffness, gives the same closed-form expansion
+    levin = levin_thermal_expansion(props.stiffness, f, case)
+    assert levin[0] == pytest.approx(alpha_x, rel=1e-6) and levin[1] == pytest.approx(alpha_y, rel=1e-6)
     assert engineering_constants(props.stiffness)["Ex"] == pytest.approx(e_mean, rel=1e-10)
-
-
-def levin_expansion(case: MaterialCase, white_fraction: float, stiffness: np.ndarray) -> np.ndarray:
-    """Levin (1967): alpha* = <alpha> + (S* - <S>) (S_w - S_b)^-1 (alpha_w - alpha_b)."""
-    m = np.array([1.0, 1.0, 0.0])
-    s_w, s_b = compliance(case.white), compliance(case.black)
-    a_w, a_b = case.white.thermal_expansion * m, case.black.thermal_expansion * m
-    mean_s = white_fraction * s_w + (1 - white_fraction) * s_b
-    mean_a = white_fraction * a_w + (1 - white_fraction) * a_b
-    return mean_a + (np.linalg.inv(stiffness) - mean_s) @ np.linalg.solve(s_w - s_b, a_w - a_b)
 
 
 @pytest.mark.parametrize("case", [THERMO_ELASTIC, ALUMINIUM_FOAM], ids=lambda c: c.name)
@@ -120,7 +114,7 @@ def levin_expansion(case: MaterialCase, white_fraction: float, stiffness: np.nda
 def test_levin_relation_on_random_samples(hom32, case, seed):
     img = smooth_random_image(32, seed, fraction=0.3 + 0.1 * seed, sigma=1.0 + seed)
     props = hom32.homogenize(img, case)
-    expected = levin_expansion(case, img.mean(), props.stiffness)
+    expected = levin_thermal_expansion(props.stiffness, img.mean(), case)
     scale = case.white.thermal_expansion
     np.testing.assert_allclose(props.thermal_expansion, expected, rtol=0, atol=1e-6 * scale)
 
@@ -130,24 +124,9 @@ def test_voigt_reuss_bounds_on_every_sample(hom32, case):
     for seed in range(6):
         img = smooth_random_image(32, seed, fraction=0.38 + 0.005 * seed, sigma=0.8 + 0.5 * seed)
         stiffness = hom32.homogenize(img, case).stiffness
-        voigt, reuss = voigt_reuss_bounds(img, case)
-        scale = np.abs(voigt).max()
-        assert np.linalg.eigvalsh(voigt - stiffness).min() > -1e-10 * scale
-        assert np.linalg.eigvalsh(stiffness - reuss).min() > -1e-10 * scale
-
-
-def hashin_shtrikman_area_bulk(case: MaterialCase, white_fraction: float) -> tuple[float, float]:
-    """2-D Hashin-Shtrikman bounds on the area bulk modulus kappa = (C11 + C12)/2 (plane stress)."""
-    def moduli(phase):
-        e, nu = phase.youngs_modulus, phase.poisson_ratio
-        return e / (2 * (1 - nu)), e / (2 * (1 + nu))
-
-    (k_w, g_w), (k_b, g_b) = moduli(case.white), moduli(case.black)
-    f_w, f_b = white_fraction, 1 - white_fraction
-    (k1, g1, f1), (k2, g2, f2) = sorted([(k_w, g_w, f_w), (k_b, g_b, f_b)], reverse=True)
-    upper = k1 + f2 / (1 / (k2 - k1) + f1 / (k1 + g1))
-    lower = k2 + f1 / (1 / (k1 - k2) + f2 / (k2 + g2))
-    return lower, upper
+        assert bound_violation(stiffness, img.mean(), case) < 1e-10
+        voigt, reuss = voigt_reuss_bounds(img.mean(), case)
+        assert np.linalg.eigvalsh(voigt - stiffness).min() > 0  # strictly inside for a real mixture
 
 
 @pytest.mark.parametrize("seed", [3, 4, 5])
@@ -157,7 +136,7 @@ def test_hashin_shtrikman_bounds_on_square_symmetric_samples(hom32, seed):
     stiffness = hom32.homogenize(img, BORON_ALUMINIUM).stiffness
     assert stiffness[0, 0] == pytest.approx(stiffness[1, 1], rel=1e-9)  # square symmetry
     kappa = 0.5 * (stiffness[0, 0] + stiffness[0, 1])
-    lower, upper = hashin_shtrikman_area_bulk(BORON_ALUMINIUM, img.mean())
+    lower, upper = hashin_shtrikman_area_bulk(img.mean(), BORON_ALUMINIUM)
     assert lower <= kappa <= upper
 
 
@@ -193,6 +172,15 @@ def test_mesh_refinement_converges_from_above():
 def test_bad_input_gives_a_clear_error(hom32, img, message):
     with pytest.raises(ValueError, match=message):
         hom32.homogenize(img, BORON_ALUMINIUM)
+
+
+def test_hashin_shtrikman_lies_inside_voigt_reuss():
+    for f in (0.1, 0.4, 0.9):
+        lower, upper = hashin_shtrikman_area_bulk(f, BORON_ALUMINIUM)
+        voigt, reuss = voigt_reuss_bounds(f, BORON_ALUMINIUM)
+        assert 0.5 * (reuss[0, 0] + reuss[0, 1]) < lower < upper < 0.5 * (voigt[0, 0] + voigt[0, 1])
+    with pytest.raises(ValueError, match="white_fraction"):
+        voigt_reuss_bounds(1.5, BORON_ALUMINIUM)
 
 
 def test_bad_phase_parameters_are_rejected():

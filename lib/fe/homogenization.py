@@ -163,12 +163,3 @@ class PeriodicHomogenizer:
         thermal_stress = coupling[:, 3] - thermal.mean(axis=0)
         expansion_eff = -np.linalg.solve(effective, thermal_stress)
         return HomogenizedProperties(effective, expansion_eff, thermal_stress)
-
-
-def voigt_reuss_bounds(img: np.ndarray, case: MaterialCase) -> tuple[np.ndarray, np.ndarray]:
-    """Voigt <D> and Reuss <D^-1>^-1 stiffness bounds (3, 3), MPa, of a binary image."""
-    white_fraction = float(check_binary_image(img).mean())
-    d_black, d_white = case.black.stiffness, case.white.stiffness
-    voigt = (1 - white_fraction) * d_black + white_fraction * d_white
-    reuss = np.linalg.inv((1 - white_fraction) * np.linalg.inv(d_black) + white_fraction * np.linalg.inv(d_white))
-    return voigt, reuss
