@@ -148,3 +148,51 @@ def homogenization_labels(profile: Profile | str, database: Path,
 def _case_params(name: str) -> dict:
     case = MATERIAL_CASES[name]
     return {role: vars(getattr(case, role)) for role in ("black", "white")}
+
+
+def label_checks(labels: Mapping[str, np.ndarray], white_fraction: np.ndarray) -> dict[str, float]:
+    """Exact checks over a whole labelled database (SPEC B2), as worst cases.
+
+    Returns the largest Voigt/Reuss bound violation (relative to the Voigt modulus; <= 0 means
+    every sample is inside) per case, and the largest Levin residual |alpha_FE - alpha_Levin| /
+    alpha_white for the aluminium/foam case. ``white_fraction: (n,)``.
+    """
+    from lib.fe.bounds import bound_violation, levin_thermal_expansion
+
+    out: dict[str, float] = {}
+    for name, case in MATERIAL_CASES.items():
+        key = f"{name}_stiffness"
+        if key not in labels:
+            continue
+        stiffness = np.asarray(labels[key])
+        out[f"{name}_max_bound_violation"] = max(
+            bound_violation(c, f, case) for c, f in zip(stiffness, white_fraction))
+        if case.white.thermal_expansion != case.black.thermal_expansion:
+            alpha = np.column_stack([labels[f"{name}_alpha_x"], labels[f"{name}_alpha_y"]])
+            levin = np.array([levin_thermal_expansion(c, f, case)[:2] for c, f in zip(stiffness, white_fraction)])
+            out[f"{name}_max_levin_residual"] = float(
+                np.abs(alpha - levin).max() / max(case.white.thermal_expansion, case.black.thermal_expansion))
+    return out
+
+
+def summary_by_category(labels: Mapping[str, np.ndarray], category: np.ndarray,
+                        category_names: Sequence[str]) -> str:
+    """Markdown table: mean and (min-max) of the study's six labels per category.
+
+    Moduli in GPa, expansion in 1e-6/K. ``category: (n,)`` integer codes into ``category_names``.
+    """
+    columns = [("boron_aluminium_Ex", "Case 1 Ex (GPa)", 1e-3), ("boron_aluminium_Ey", "Case 1 Ey (GPa)", 1e-3),
+               ("boron_aluminium_nu_xy", "Case 2 νxy", 1.0), ("boron_aluminium_nu_yx", "Case 2 νyx", 1.0),
+               ("aluminium_foam_alpha_x", "Case 3 αx (1e-6/K)", 1e6),
+               ("aluminium_foam_alpha_y", "Case 3 αy (1e-6/K)", 1e6),
+               ("aluminium_foam_Ex", "Case 3 Ex (GPa)", 1e-3)]
+    lines = ["| category | n | " + " | ".join(title for _, title, _ in columns) + " |",
+             "|---|---|" + "---|" * len(columns)]
+    for code, cat in enumerate(category_names):
+        rows = np.asarray(category) == code
+        cells = []
+        for key, _, scale in columns:
+            values = np.asarray(labels[key])[rows] * scale
+            cells.append(f"{values.mean():.3g} ({values.min():.3g}–{values.max():.3g})" if rows.any() else "–")
+        lines.append(f"| {cat} | {int(rows.sum())} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
