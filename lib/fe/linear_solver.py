@@ -30,8 +30,9 @@ class SPDSolver:
         self._upper: sp.csr_matrix | None = None
         self.n_analyses = 0
 
-    def factorize(self, matrix: sp.spmatrix) -> None:
-        """Numerically factorize ``matrix`` (n, n), reusing the analysis of an equal pattern."""
+    def factorize(self, matrix: sp.spmatrix, reanalyse: bool = False) -> None:
+        """Numerically factorize ``matrix`` (n, n), reusing the analysis of an equal pattern
+        unless ``reanalyse`` (used by the benchmark to time the full from-scratch cost)."""
         if matrix.shape[0] != matrix.shape[1]:
             raise ValueError(f"matrix must be square, got shape {matrix.shape}")
         upper = sp.triu(matrix, format="csr")
@@ -39,7 +40,8 @@ class SPDSolver:
         if not np.all(np.isfinite(upper.data)):
             raise ValueError("matrix has NaN or infinite entries")
         same = (
-            self._pattern is not None
+            not reanalyse
+            and self._pattern is not None
             and self._pattern[0].shape == upper.indptr.shape
             and self._pattern[1].shape == upper.indices.shape
             and np.array_equal(self._pattern[0], upper.indptr)
