@@ -21,8 +21,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO_ROOT / "notebooks"
 
 EXPECTED_OUTPUTS: dict[str, dict[str, list[str]]] = {
-    "01_microstructures": {"figures": ["01_stochastic_examples", "01_stochastic_fractions"],
-                           "stages": ["stochastic_db"]},
+    "01_microstructures": {"figures": ["01_stochastic_examples", "01_stochastic_fractions",
+                                       "01_dual_phase_examples", "01_dual_phase_fractions"],
+                           "stages": ["stochastic_db", "dual_phase_db"]},
     "03_fe_homogenization_labels": {
         "figures": ["03_property_distributions", "03_property_scatters", "03_expansion_vs_stiffness"],
         "stages": ["stochastic_db", "homogenization_labels"]},
