@@ -1,4 +1,4 @@
-"""Direct sparse solver for symmetric positive definite FE systems that reuses its analysis.
+"""Direct sparse solver for FE systems (MKL PARDISO) that reuses its symbolic analysis.
 
 Every sample of a pixel-grid study has the same sparsity pattern, so MKL PARDISO's symbolic
 analysis (fill-reducing ordering) is done once and only the numerical factorization is
@@ -14,20 +14,25 @@ import scipy.sparse as sp
 _PHASE_ANALYSIS = 11
 _PHASE_FACTORIZE = 22
 _PHASE_SOLVE = 33
-_MTYPE_SPD = 2  # real symmetric positive definite
+_MTYPES = {"spd": 2, "nonsymmetric": 11}  # real SPD; real nonsymmetric (pivoting)
 
 
-class SPDSolver:
+class PardisoSolver:
     """PARDISO for one sparsity pattern: ``factorize(K)`` then ``solve(b)`` any number of times.
 
-    ``K`` is a full (both triangles) symmetric positive definite CSR matrix; only its upper
-    triangle is passed to PARDISO. The symbolic analysis is redone only when the pattern changes.
+    ``K`` is a full (both triangles) CSR matrix. ``kind="spd"`` (symmetric positive definite,
+    e.g. linear elasticity) passes only its upper triangle; ``kind="nonsymmetric"`` (e.g. the
+    consistent tangent of a non-associative or coupled plasticity model) passes all of it. The
+    symbolic analysis is redone only when the pattern changes.
     """
 
-    def __init__(self) -> None:
-        self._pardiso = pypardiso.PyPardisoSolver(mtype=_MTYPE_SPD)
+    def __init__(self, kind: str = "spd") -> None:
+        if kind not in _MTYPES:
+            raise ValueError(f"kind must be one of {sorted(_MTYPES)}, got {kind!r}")
+        self.kind = kind
+        self._pardiso = pypardiso.PyPardisoSolver(mtype=_MTYPES[kind])
         self._pattern: tuple[np.ndarray, np.ndarray] | None = None
-        self._upper: sp.csr_matrix | None = None
+        self._factored: sp.csr_matrix | None = None
         self.n_analyses = 0
 
     def factorize(self, matrix: sp.spmatrix, reanalyse: bool = False) -> None:
@@ -35,40 +40,47 @@ class SPDSolver:
         unless ``reanalyse`` (used by the benchmark to time the full from-scratch cost)."""
         if matrix.shape[0] != matrix.shape[1]:
             raise ValueError(f"matrix must be square, got shape {matrix.shape}")
-        upper = sp.triu(matrix, format="csr")
-        upper.sort_indices()
-        if not np.all(np.isfinite(upper.data)):
+        passed = sp.triu(matrix, format="csr") if self.kind == "spd" else sp.csr_matrix(matrix, copy=True)
+        passed.sort_indices()
+        if not np.all(np.isfinite(passed.data)):
             raise ValueError("matrix has NaN or infinite entries")
         same = (
             not reanalyse
             and self._pattern is not None
-            and self._pattern[0].shape == upper.indptr.shape
-            and self._pattern[1].shape == upper.indices.shape
-            and np.array_equal(self._pattern[0], upper.indptr)
-            and np.array_equal(self._pattern[1], upper.indices)
+            and self._pattern[0].shape == passed.indptr.shape
+            and self._pattern[1].shape == passed.indices.shape
+            and np.array_equal(self._pattern[0], passed.indptr)
+            and np.array_equal(self._pattern[1], passed.indices)
         )
-        rhs = np.zeros((upper.shape[0], 1), order="F")
+        rhs = np.zeros((passed.shape[0], 1), order="F")
         if not same:
             self._pardiso.set_phase(_PHASE_ANALYSIS)
-            self._pardiso._call_pardiso(upper, rhs)
-            self._pattern = (upper.indptr.copy(), upper.indices.copy())
+            self._pardiso._call_pardiso(passed, rhs)
+            self._pattern = (passed.indptr.copy(), passed.indices.copy())
             self.n_analyses += 1
         self._pardiso.set_phase(_PHASE_FACTORIZE)
-        self._pardiso._call_pardiso(upper, rhs)
-        self._upper = upper
+        self._pardiso._call_pardiso(passed, rhs)
+        self._factored = passed
 
     def solve(self, rhs: np.ndarray) -> np.ndarray:
         """Solve with the last factorization; ``rhs`` is (n,) or (n, k), result has its shape."""
-        if self._upper is None:
+        if self._factored is None:
             raise RuntimeError("call factorize() before solve()")
         b = np.asfortranarray(rhs, dtype=np.float64)
-        if b.shape[0] != self._upper.shape[0]:
-            raise ValueError(f"rhs has {b.shape[0]} rows, the matrix {self._upper.shape[0]}")
+        if b.shape[0] != self._factored.shape[0]:
+            raise ValueError(f"rhs has {b.shape[0]} rows, the matrix {self._factored.shape[0]}")
         self._pardiso.set_phase(_PHASE_SOLVE)
-        return self._pardiso._call_pardiso(self._upper, b)
+        return self._pardiso._call_pardiso(self._factored, b)
 
     def __del__(self) -> None:  # release PARDISO's internal memory
         try:
             self._pardiso.free_memory(everything=True)
         except Exception:  # noqa: BLE001 - interpreter shutdown
             pass
+
+
+class SPDSolver(PardisoSolver):
+    """:class:`PardisoSolver` for symmetric positive definite matrices."""
+
+    def __init__(self) -> None:
+        super().__init__("spd")

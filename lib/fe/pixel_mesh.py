@@ -37,6 +37,7 @@ from sfepy.discrete import (  # noqa: E402
     Problem,
 )
 from sfepy.discrete.conditions import Conditions, EssentialBC, PeriodicBC  # noqa: E402
+from sfepy.discrete.common.extmods.assemble import assemble_matrix, assemble_vector  # noqa: E402
 from sfepy.discrete.fem import Field, FEDomain  # noqa: E402
 from sfepy.mesh.mesh_generators import gen_block_mesh  # noqa: E402
 from sfepy.terms import Term  # noqa: E402
@@ -137,6 +138,17 @@ class PeriodicPixelProblem:
         self._pixel_cell = np.empty_like(self.cell_pixel)
         self._pixel_cell[self.cell_pixel] = np.arange(self.n_cells)
 
+        # element DOFs for element-level operators (e.g. B-bar) assembled by SfePy's assembler
+        variable = self._equations.variables["u"]
+        econn = variable.field.get_econn("cell", variable.field.region)  # (n_cells, 4) nodes, CCW
+        coors = variable.field.get_coor()
+        self.element_node_offsets = coors[econn[0]] - coors[econn[0, 0]]  # (4, 2), the same everywhere
+        if not np.allclose(coors[econn] - coors[econn[:, :1]], self.element_node_offsets, atol=1e-12):
+            raise RuntimeError("pixel mesh: elements are not translated copies of each other")
+        self.element_dofs = np.stack([2 * econn, 2 * econn + 1], axis=2).reshape(-1, 8)  # (n_cells, 8)
+        self._element_eqs = np.ascontiguousarray(variable.eq_map.eq[self.element_dofs], dtype=np.int32)
+        self._cells = np.arange(self.n_cells, dtype=np.int32)
+
     # --- materials -------------------------------------------------------------------------
     def pixels_to_cells(self, pixel_values: np.ndarray) -> np.ndarray:
         """Reorder per-pixel values (N, N, ...) into SfePy element order (n_cells, ...)."""
@@ -184,6 +196,31 @@ class PeriodicPixelProblem:
             select_term=lambda term: term.name == "dw_lin_prestress",
         )
         return vec
+
+    def assemble_element_matrices(self, element_matrices: np.ndarray) -> sp.csr_matrix:
+        """Assemble (n_cells, 8, 8) element matrices (DOFs ordered node-major: x0, y0, x1, ...)
+        into the reduced (n_dofs, n_dofs) CSR matrix with SfePy's assembler; a new copy."""
+        mats = np.ascontiguousarray(element_matrices, dtype=np.float64)
+        if mats.shape != (self.n_cells, 8, 8):
+            raise ValueError(f"element matrices must have shape ({self.n_cells}, 8, 8), got {mats.shape}")
+        self._matrix.data[:] = 0.0
+        assemble_matrix(self._matrix.data, self._matrix.indptr, self._matrix.indices,
+                        mats[:, None], self._cells, 1.0, self._element_eqs, self._element_eqs)
+        return self._matrix.copy()
+
+    def assemble_element_vectors(self, element_vectors: np.ndarray) -> np.ndarray:
+        """Assemble (n_cells, 8) element vectors into a reduced (n_dofs,) vector (SfePy's assembler)."""
+        vecs = np.ascontiguousarray(element_vectors, dtype=np.float64)
+        if vecs.shape != (self.n_cells, 8):
+            raise ValueError(f"element vectors must have shape ({self.n_cells}, 8), got {vecs.shape}")
+        out = np.zeros(self.n_dofs)
+        assemble_vector(out, vecs[:, None, :, None], self._cells, 1.0, self._element_eqs)
+        return out
+
+    def element_values(self, reduced: np.ndarray) -> np.ndarray:
+        """Reduced DOF vector (n_dofs,) -> element DOF values (n_cells, 8), periodic images filled."""
+        full = self._equations.make_full_vec(np.asarray(reduced, dtype=np.float64))
+        return full[self.element_dofs]
 
     def expand(self, reduced: np.ndarray) -> np.ndarray:
         """Reduced DOF vector (n_dofs,) -> nodal fluctuation displacements (n_nodes, 2)."""

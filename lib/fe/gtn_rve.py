@@ -1,0 +1,279 @@
+"""Periodic plane-strain RVE of a dual-phase pixel image under uniaxial tension, GTN in both phases.
+
+SPEC A2. One bilinear quadrilateral per pixel (2 x 2 Gauss), small strain, plane strain. The
+displacement is ``u = E x + u~`` with ``u~`` periodic (SfePy: mesh, periodic conditions, DOF
+maps and the assembler) and the macroscopic strain ``E = (E_xx, E_yy, G_xy)``: ``E_xx`` is
+prescribed, ``E_yy`` and ``G_xy`` are unknowns that make the mean lateral and shear stresses
+vanish, so the cell is in macroscopic uniaxial tension along x.
+
+Volumetric locking (nearly incompressible plastic flow in plane strain) is removed with the
+B-bar method (Hughes 1980) in its plane form: the in-plane volumetric strain at each
+quadrature point is replaced by its element average, ``B̄_q = B_q + ½ m (b̄ − b_q)``,
+``m = (1, 1, 0)``; for a pixel grid every element has the same ``B̄``, so element residuals and
+tangents are single einsums over all elements. The consistent tangent of the GTN update
+(:mod:`lib.fe.gtn_material`) is not symmetric, so PARDISO runs in its nonsymmetric mode,
+with the symbolic analysis done once per grid.
+
+Each Newton iteration solves the bordered system
+
+    [K_uu  K_uE] [du]    [R_u]
+    [K_Eu  K_EE] [dE] = -[R_E]      R_u = sum_e B̄^T sigma,  R_E = (<sigma_yy>, <sigma_xy>)
+
+by one factorization of K_uu with three right-hand sides and a 2 x 2 Schur complement.
+Load steps adapt to the Newton iteration count; a step whose Newton or local return map
+fails is cut. A quadrature point that reaches fF is failed (frozen, residual stiffness) by the
+material update itself, so damage never forces tiny global steps. A run stops as soon as both
+fracture criteria are reached: the mean void volume fraction f̄ reaches ``mean_void_critical``
+(the paper's criterion) and the mean stress has dropped by ``load_drop`` below its peak
+(elongation at break, reported beside it).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lib.fe.gtn_material import FERRITE, MARTENSITE, GTNParameters, GTNState, gtn_update
+from lib.fe.linear_solver import PardisoSolver
+from lib.fe.pixel_mesh import PeriodicPixelProblem, check_binary_image
+
+_GAUSS = np.array([-1.0, 1.0]) / np.sqrt(3.0)
+_NODE_SIGNS = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], dtype=float)  # CCW from bottom-left
+_M = np.array([1.0, 1.0, 0.0])
+
+
+def bbar_operator(h: float) -> tuple[np.ndarray, np.ndarray]:
+    """B-bar strain operator of a square Q1 element of side ``h`` and its Gauss weights.
+
+    Returns ``bbar: (4, 3, 8)`` mapping element DOFs (x0, y0, ..., x3, y3; nodes CCW from the
+    bottom-left corner) to (eps_xx, eps_yy, gamma_xy) at the 2 x 2 Gauss points, and
+    ``weights: (4,)`` (each h^2 / 4).
+    """
+    points = [(xi, eta) for eta in _GAUSS for xi in _GAUSS]
+    b = np.zeros((4, 3, 8))
+    for q, (xi, eta) in enumerate(points):
+        dn_dxi = _NODE_SIGNS[:, 0] * (1 + _NODE_SIGNS[:, 1] * eta) / 4
+        dn_deta = _NODE_SIGNS[:, 1] * (1 + _NODE_SIGNS[:, 0] * xi) / 4
+        dn_dx, dn_dy = dn_dxi * 2 / h, dn_deta * 2 / h
+        b[q, 0, 0::2] = dn_dx
+        b[q, 1, 1::2] = dn_dy
+        b[q, 2, 0::2] = dn_dy
+        b[q, 2, 1::2] = dn_dx
+    volumetric = b[:, 0] + b[:, 1]  # (4, 8): in-plane volumetric strain per DOF
+    bbar = b + 0.5 * _M[None, :, None] * (volumetric.mean(axis=0) - volumetric)[:, None, :]
+    return bbar, np.full(4, h * h / 4)
+
+
+@dataclass(frozen=True)
+class FractureCriteria:
+    """When a tension run has reached fracture (SPEC A2).
+
+    mean_void_critical: f̄_crit, the mean void volume fraction over the RVE at fracture (the
+        paper's criterion; its value is not printed there — ours is calibrated, see notebook 02).
+    load_drop: fraction of the peak mean stress lost at "elongation at break".
+    max_strain: macroscopic E_xx at which a run stops in any case.
+    """
+
+    mean_void_critical: float = 0.005
+    load_drop: float = 0.2
+    max_strain: float = 1.5
+
+    def __post_init__(self) -> None:
+        if not 0 < self.mean_void_critical < 1:
+            raise ValueError(f"mean_void_critical must lie in (0, 1), got {self.mean_void_critical}")
+        if not 0 < self.load_drop < 1:
+            raise ValueError(f"load_drop must lie in (0, 1), got {self.load_drop}")
+        if not self.max_strain > 0:
+            raise ValueError(f"max_strain must be positive, got {self.max_strain}")
+
+
+@dataclass(frozen=True)
+class LoadStepping:
+    """Adaptive increments of the macroscopic strain E_xx and the Newton settings."""
+
+    initial: float = 2e-3
+    maximum: float = 1e-2
+    minimum: float = 1e-5
+    grow: float = 1.5
+    cut: float = 0.5
+    max_newton: int = 10
+    easy_newton: int = 4
+    tolerance: float = 1e-6
+
+
+@dataclass
+class RVEResult:
+    """One tension run.
+
+    strain, stress, lateral_strain, mean_void: (n_increments + 1,) histories of E_xx, mean
+    sigma_xx (MPa), E_yy and f̄, starting at 0. fracture_strain: E_xx where f̄ reaches
+    f̄_crit (NaN if not reached); load_drop_strain: E_xx where the mean stress has dropped by
+    ``load_drop`` below its peak (NaN if not reached); tensile_strength: peak mean sigma_xx (MPa);
+    void_map: (N, N) element-mean void volume fraction at the first increment with f̄ >= f̄_crit
+    (or at the end); status: "converged" or "failed: <reason>"; counters and timings.
+    """
+
+    strain: np.ndarray
+    stress: np.ndarray
+    lateral_strain: np.ndarray
+    mean_void: np.ndarray
+    fracture_strain: float
+    load_drop_strain: float
+    tensile_strength: float
+    void_map: np.ndarray
+    status: str
+    n_increments: int
+    n_newton: int
+    n_cuts: int
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _crossing(x: np.ndarray, y: np.ndarray, level: float) -> float:
+    """Linear interpolation of the first x where y rises to ``level`` (y[0] < level)."""
+    above = np.nonzero(y >= level)[0]
+    if above.size == 0:
+        return float("nan")
+    i = above[0]
+    if i == 0:
+        return float(x[0])
+    return float(x[i - 1] + (level - y[i - 1]) / (y[i] - y[i - 1]) * (x[i] - x[i - 1]))
+
+
+class GTNRVE:
+    """Tension of periodic dual-phase RVEs on an ``size`` x ``size`` pixel grid.
+
+    The SfePy problem, the B-bar operator and the PARDISO analysis are built once and reused
+    for every image. ``phases = (ferrite, martensite)`` are the GTN parameter sets of pixel
+    values 0 and 1.
+    """
+
+    def __init__(self, size: int, phases: tuple[GTNParameters, GTNParameters] = (FERRITE, MARTENSITE),
+                 criteria: FractureCriteria = FractureCriteria(),
+                 stepping: LoadStepping = LoadStepping()) -> None:
+        self.fe = PeriodicPixelProblem(size)
+        self.size = self.fe.size
+        self.phases = tuple(phases)
+        self.criteria = criteria
+        self.stepping = stepping
+        self.bbar, self.weights = bbar_operator(1.0 / self.size)
+        offsets = self.fe.element_node_offsets * self.size
+        if not np.allclose(offsets, (_NODE_SIGNS + 1) / 2):
+            raise RuntimeError("pixel mesh: unexpected local node order")
+        self.solver = PardisoSolver("nonsymmetric")
+        self._wbbar = self.bbar * self.weights[:, None, None]  # (4, 3, 8)
+
+    # --- element-level operators -------------------------------------------------------------
+    def _strains(self, u: np.ndarray, macro: np.ndarray) -> np.ndarray:
+        """(n_cells * 4, 3) strains at the Gauss points from reduced u~ and macro strain (3,)."""
+        ue = self.fe.element_values(u)
+        return (np.einsum("qib,eb->eqi", self.bbar, ue) + macro).reshape(-1, 3)
+
+    def _linearize(self, stress: np.ndarray, tangent: np.ndarray):
+        """Residuals and the bordered tangent from Gauss-point stress (n, 3) and tangent (n, 3, 3)."""
+        n_cells = self.fe.n_cells
+        sig = stress.reshape(n_cells, 4, 3)
+        tan = tangent.reshape(n_cells, 4, 3, 3)
+        residual_u = self.fe.assemble_element_vectors(np.einsum("qia,eqi->ea", self._wbbar, sig))
+        mean_stress = np.einsum("q,eqi->i", self.weights, sig)  # |Y| = 1
+        k_elements = np.einsum("qia,eqij,qjb->eab", self._wbbar, tan, self.bbar, optimize=True)
+        matrix = self.fe.assemble_element_matrices(k_elements)
+        # columns d R_u / d(E_yy, G_xy) and rows d <sigma_yy, sigma_xy> / d u~
+        k_u_e = np.column_stack([self.fe.assemble_element_vectors(np.einsum("qia,eqi->ea", self._wbbar, tan[..., j]))
+                                 for j in (1, 2)])
+        k_e_u = np.column_stack([self.fe.assemble_element_vectors(np.einsum("qia,eqi->ea", self._wbbar, tan[:, :, j, :]))
+                                 for j in (1, 2)])
+        k_e_e = np.einsum("q,eqij->ij", self.weights, tan)[1:, 1:]
+        return residual_u, mean_stress, matrix, k_u_e, k_e_u, k_e_e
+
+    # --- one tension run ---------------------------------------------------------------------
+    def run(self, img: np.ndarray) -> RVEResult:
+        """Pull ``img: (N, N) uint8, 1 = martensite`` in uniaxial tension along x to fracture."""
+        pixels = check_binary_image(img, self.size)
+        phase = np.repeat(self.fe.pixels_to_cells(pixels).astype(np.int64), 4)
+        st, crit = self.stepping, self.criteria
+        state = GTNState.initial(phase.size, self.phases, phase)
+        u = np.zeros(self.fe.n_dofs)
+        macro = np.zeros(3)
+        du_rate, dmacro_rate = np.zeros_like(u), np.zeros(3)  # last increment per unit E_xx
+        history = {"strain": [0.0], "stress": [0.0], "lateral": [0.0], "void": [0.0]}
+        void_map = None
+        seconds = {"constitutive": 0.0, "assembly": 0.0, "solve": 0.0}
+        n_newton = n_cuts = 0
+        step = st.initial
+        status = "converged"
+        sigma_ref = self.phases[0].sigma_y
+
+        while True:
+            target = min(macro[0] + step, crit.max_strain)
+            d_exx = target - macro[0]
+            # predictor: extrapolate the last increment
+            u_try = u + du_rate * d_exx
+            macro_try = macro + dmacro_rate * d_exx
+            macro_try[0] = target
+            ok, iterations = False, 0
+            for iterations in range(1, st.max_newton + 1):
+                t0 = time.perf_counter()
+                update = gtn_update(self._strains(u_try, macro_try), state, self.phases, phase)
+                t1 = time.perf_counter()
+                seconds["constitutive"] += t1 - t0
+                if not np.all(update.converged):
+                    break
+                stress = update.stress[:, [0, 1, 3]]
+                residual_u, mean_stress, matrix, k_u_e, k_e_u, k_e_e = self._linearize(stress, update.tangent)
+                t2 = time.perf_counter()
+                seconds["assembly"] += t2 - t1
+                scale = max(abs(mean_stress[0]), sigma_ref)
+                force_error = np.abs(residual_u).max() / (scale / self.size)
+                stress_error = np.abs(mean_stress[1:]).max() / scale
+                if iterations > 1 and max(force_error, stress_error) < st.tolerance:
+                    ok = True
+                    break
+                self.solver.factorize(matrix)
+                x = self.solver.solve(np.column_stack([residual_u, k_u_e]))
+                schur = k_e_e - k_e_u.T @ x[:, 1:]
+                d_macro = np.linalg.solve(schur, -mean_stress[1:] + k_e_u.T @ x[:, 0])
+                u_try = u_try - x[:, 0] - x[:, 1:] @ d_macro
+                macro_try[1:] += d_macro
+                seconds["solve"] += time.perf_counter() - t2
+                if not np.all(np.isfinite(u_try)):
+                    break
+            n_newton += iterations
+            if not ok:
+                n_cuts += 1
+                step *= st.cut
+                if step < st.minimum:
+                    status = f"failed: load step below {st.minimum:g} at E_xx = {macro[0]:.4f}"
+                    break
+                continue
+
+            du_rate, dmacro_rate = (u_try - u) / d_exx, (macro_try - macro) / d_exx
+            u, macro, state = u_try, macro_try, update.state
+            mean_void = float(state.f.mean())
+            history["strain"].append(macro[0])
+            history["stress"].append(mean_stress[0])
+            history["lateral"].append(macro[1])
+            history["void"].append(mean_void)
+            if void_map is None and mean_void >= crit.mean_void_critical:
+                void_map = self.fe.cells_to_pixels(state.f.reshape(-1, 4).mean(axis=1))
+            stresses = np.asarray(history["stress"])
+            dropped = stresses[-1] < (1 - crit.load_drop) * stresses.max()
+            if (void_map is not None and dropped) or macro[0] >= crit.max_strain - 1e-12:
+                break
+            step = min(step * st.grow, st.maximum) if iterations <= st.easy_newton else step
+
+        strain = np.asarray(history["strain"])
+        stress = np.asarray(history["stress"])
+        mean_void = np.asarray(history["void"])
+        peak = int(np.argmax(stress))
+        drop_level = -(1 - crit.load_drop) * stress[peak]
+        load_drop_strain = _crossing(strain[peak:], -stress[peak:], drop_level) if peak < len(stress) - 1 else float("nan")
+        if void_map is None:
+            void_map = self.fe.cells_to_pixels(state.f.reshape(-1, 4).mean(axis=1))
+        return RVEResult(
+            strain=strain, stress=stress, lateral_strain=np.asarray(history["lateral"]), mean_void=mean_void,
+            fracture_strain=_crossing(strain, mean_void, crit.mean_void_critical),
+            load_drop_strain=load_drop_strain, tensile_strength=float(stress.max()),
+            void_map=void_map, status=status, n_increments=len(strain) - 1, n_newton=n_newton,
+            n_cuts=n_cuts, seconds=seconds,
+        )
