@@ -129,6 +129,40 @@ class RVEResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+def material_point_tension(params: GTNParameters, strain_steps: np.ndarray,
+                           tolerance: float = 1e-10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One GTN point in plane-strain uniaxial tension (sigma_yy = sigma_xy = 0) along ``strain_steps``.
+
+    ``strain_steps: (n,)`` increasing eps_xx values. Returns (sigma_xx (n,) MPa, eps_yy (n,),
+    f (n,)). The reference for the homogeneous RVE and for calibrating the phases.
+    """
+    state = GTNState.initial(1, params)
+    lateral, previous = 0.0, 0.0
+    ratio = -params.nu / (1 - params.nu)  # elastic plane-strain d eps_yy / d eps_xx
+    out = np.empty((len(strain_steps), 3))
+    for i, exx in enumerate(np.asarray(strain_steps, dtype=float)):
+        lateral += ratio * (exx - previous)  # predictor: the last increment's ratio
+        correction = 0.0
+        for _ in range(60):
+            update = gtn_update(np.array([[exx, lateral, 0.0]]), state, params)
+            if not update.converged[0]:  # overshoot: back-track half the last correction
+                correction *= 0.5
+                lateral += correction
+                continue
+            residual = update.stress[0, 1]
+            if abs(residual) <= tolerance * max(abs(update.stress[0, 0]), params.sigma_y):
+                break
+            correction = -residual / update.tangent[0, 1, 1]
+            lateral += correction
+        else:
+            raise RuntimeError(f"material point tension did not converge at eps_xx = {exx}")
+        if i > 0:
+            ratio = (lateral - out[i - 1, 1]) / (exx - previous)
+        state, previous = update.state, exx
+        out[i] = update.stress[0, 0], lateral, state.f[0]
+    return out[:, 0], out[:, 1], out[:, 2]
+
+
 def _crossing(x: np.ndarray, y: np.ndarray, level: float) -> float:
     """Linear interpolation of the first x where y rises to ``level`` (y[0] < level)."""
     above = np.nonzero(y >= level)[0]

@@ -1,0 +1,80 @@
+"""The periodic GTN RVE against exact answers: homogeneous material point, laminate along x."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lib.fe.gtn_material import FERRITE, MARTENSITE
+from lib.fe.gtn_rve import (
+    FractureCriteria,
+    GTNRVE,
+    LoadStepping,
+    _crossing,
+    bbar_operator,
+    material_point_tension,
+)
+
+STEP = 0.01
+FIXED = LoadStepping(initial=STEP, maximum=STEP, grow=1.0, tolerance=1e-9)
+
+
+def fixed_step_rve(size: int, max_strain: float) -> GTNRVE:
+    return GTNRVE(size, criteria=FractureCriteria(mean_void_critical=0.9, max_strain=max_strain), stepping=FIXED)
+
+
+def test_bbar_operator_reproduces_affine_fields_and_averages_volume():
+    bbar, weights = bbar_operator(0.5)
+    assert weights.sum() == pytest.approx(0.25)
+    nodes = np.array([[0, 0], [0.5, 0], [0.5, 0.5], [0, 0.5]])
+    grad = np.array([[0.01, 0.02], [-0.03, 0.005]])  # u = grad @ x
+    u = (nodes @ grad.T).ravel()
+    expected = [grad[0, 0], grad[1, 1], grad[0, 1] + grad[1, 0]]
+    np.testing.assert_allclose(bbar @ u, np.tile(expected, (4, 1)), atol=1e-15)
+    # volumetric strain is the same at every Gauss point
+    bilinear = np.array([0, 0, 0, 0, 0.01, 0, 0, 0.0])  # one node moved: non-affine field
+    volumetric = (bbar @ bilinear)[:, :2].sum(axis=1)
+    np.testing.assert_allclose(volumetric, volumetric.mean(), atol=1e-15)
+
+
+def test_uniform_ferrite_rve_follows_the_material_point():
+    result = fixed_step_rve(4, max_strain=0.3).run(np.zeros((4, 4), np.uint8))
+    assert result.status == "converged"
+    sigma, lateral, voids = material_point_tension(FERRITE, result.strain[1:])
+    np.testing.assert_allclose(result.stress[1:], sigma, rtol=1e-7)
+    np.testing.assert_allclose(result.lateral_strain[1:], lateral, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(result.mean_void[1:], voids, rtol=1e-6, atol=1e-12)
+
+
+def test_laminate_along_x_is_the_mixture_of_its_layers():
+    """Layers along x each stay homogeneous: same eps_xx, sigma_yy = 0, so the mean stress is
+    the area-weighted mean of the two phases' plane-strain uniaxial curves."""
+    img = np.zeros((8, 8), np.uint8)
+    img[2:5] = 1  # three martensite rows out of eight
+    result = fixed_step_rve(8, max_strain=0.12).run(img)
+    assert result.status == "converged"
+    ferrite, lat_f, _ = material_point_tension(FERRITE, result.strain[1:])
+    martensite, lat_m, _ = material_point_tension(MARTENSITE, result.strain[1:])
+    fraction = 3 / 8
+    np.testing.assert_allclose(result.stress[1:], fraction * martensite + (1 - fraction) * ferrite, rtol=1e-6)
+    np.testing.assert_allclose(result.lateral_strain[1:], fraction * lat_m + (1 - fraction) * lat_f,
+                               rtol=1e-5, atol=1e-9)
+
+
+def test_crossing_interpolates_the_first_rise():
+    x = np.array([0.0, 1.0, 2.0, 3.0])
+    y = np.array([0.0, 0.2, 0.6, 0.4])
+    assert _crossing(x, y, 0.4) == pytest.approx(1.5)
+    assert np.isnan(_crossing(x, y, 0.7))
+
+
+@pytest.mark.parametrize("img, message", [
+    (np.zeros((8, 6)), "square"), (np.zeros((4, 4)), "8x8"), (np.full((8, 8), 3), "binary"),
+])
+def test_bad_structure_gives_a_clear_error(img, message):
+    with pytest.raises(ValueError, match=message):
+        GTNRVE(8).run(img)
+
+
+def test_bad_criteria_are_rejected():
+    with pytest.raises(ValueError, match="mean_void_critical"):
+        FractureCriteria(mean_void_critical=0.0)
