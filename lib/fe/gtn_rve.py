@@ -98,8 +98,9 @@ class LoadStepping:
     grow: float = 1.5
     cut: float = 0.5
     max_newton: int = 10
+    max_halvings: int = 3
     easy_newton: int = 4
-    tolerance: float = 1e-6
+    tolerance: float = 1e-5
 
 
 @dataclass
@@ -127,6 +128,7 @@ class RVEResult:
     n_newton: int
     n_cuts: int
     seconds: dict[str, float] = field(default_factory=dict)
+    newton_errors: list[list[float]] = field(default_factory=list)
 
 
 def material_point_tension(params: GTNParameters, strain_steps: np.ndarray,
@@ -203,22 +205,24 @@ class GTNRVE:
         ue = self.fe.element_values(u)
         return (np.einsum("qib,eb->eqi", self.bbar, ue) + macro).reshape(-1, 3)
 
-    def _linearize(self, stress: np.ndarray, tangent: np.ndarray):
-        """Residuals and the bordered tangent from Gauss-point stress (n, 3) and tangent (n, 3, 3)."""
-        n_cells = self.fe.n_cells
-        sig = stress.reshape(n_cells, 4, 3)
-        tan = tangent.reshape(n_cells, 4, 3, 3)
+    def _residual(self, stress: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Reduced R_u = sum_e B̄^T sigma (n_dofs,) and the mean stress (3,) from (n_cells * 4, 3)."""
+        sig = stress.reshape(self.fe.n_cells, 4, 3)
         residual_u = self.fe.assemble_element_vectors(np.einsum("qia,eqi->ea", self._wbbar, sig))
-        mean_stress = np.einsum("q,eqi->i", self.weights, sig)  # |Y| = 1
+        return residual_u, np.einsum("q,eqi->i", self.weights, sig)  # |Y| = 1
+
+    def _tangent(self, tangent: np.ndarray):
+        """Bordered tangent blocks from the Gauss-point tangents (n_cells * 4, 3, 3): K_uu (CSR),
+        K_uE (n_dofs, 2) columns, K_Eu^T (n_dofs, 2) and K_EE (2, 2) for E = (E_yy, G_xy)."""
+        tan = tangent.reshape(self.fe.n_cells, 4, 3, 3)
         k_elements = np.einsum("qia,eqij,qjb->eab", self._wbbar, tan, self.bbar, optimize=True)
         matrix = self.fe.assemble_element_matrices(k_elements)
-        # columns d R_u / d(E_yy, G_xy) and rows d <sigma_yy, sigma_xy> / d u~
         k_u_e = np.column_stack([self.fe.assemble_element_vectors(np.einsum("qia,eqi->ea", self._wbbar, tan[..., j]))
                                  for j in (1, 2)])
         k_e_u = np.column_stack([self.fe.assemble_element_vectors(np.einsum("qia,eqi->ea", self._wbbar, tan[:, :, j, :]))
                                  for j in (1, 2)])
         k_e_e = np.einsum("q,eqij->ij", self.weights, tan)[1:, 1:]
-        return residual_u, mean_stress, matrix, k_u_e, k_e_u, k_e_e
+        return matrix, k_u_e, k_e_u, k_e_e
 
     # --- one tension run ---------------------------------------------------------------------
     def run(self, img: np.ndarray) -> RVEResult:
@@ -234,6 +238,7 @@ class GTNRVE:
         void_map = None
         seconds = {"constitutive": 0.0, "assembly": 0.0, "solve": 0.0}
         n_newton = n_cuts = 0
+        newton_errors: list[list[float]] = []
         step = st.initial
         status = "converged"
         sigma_ref = self.phases[0].sigma_y
@@ -245,34 +250,46 @@ class GTNRVE:
             u_try = u + du_rate * d_exx
             macro_try = macro + dmacro_rate * d_exx
             macro_try[0] = target
-            ok, iterations = False, 0
+            ok, iterations, errors = False, 0, []
             for iterations in range(1, st.max_newton + 1):
                 t0 = time.perf_counter()
                 update = gtn_update(self._strains(u_try, macro_try), state, self.phases, phase)
+                halvings = 0
+                while not np.all(update.converged) and iterations > 1 and halvings < st.max_halvings:
+                    # back-track along the last Newton correction before giving up the step
+                    halvings += 1
+                    u_try, macro_try = u_try - 0.5**halvings * du, macro_try - 0.5**halvings * dmacro
+                    update = gtn_update(self._strains(u_try, macro_try), state, self.phases, phase)
                 t1 = time.perf_counter()
                 seconds["constitutive"] += t1 - t0
                 if not np.all(update.converged):
                     break
-                stress = update.stress[:, [0, 1, 3]]
-                residual_u, mean_stress, matrix, k_u_e, k_e_u, k_e_e = self._linearize(stress, update.tangent)
-                t2 = time.perf_counter()
-                seconds["assembly"] += t2 - t1
+                residual_u, mean_stress = self._residual(update.stress[:, [0, 1, 3]])
                 scale = max(abs(mean_stress[0]), sigma_ref)
-                force_error = np.abs(residual_u).max() / (scale / self.size)
-                stress_error = np.abs(mean_stress[1:]).max() / scale
-                if iterations > 1 and max(force_error, stress_error) < st.tolerance:
+                errors.append(max(np.abs(residual_u).max() / (scale / self.size),
+                                  np.abs(mean_stress[1:]).max() / scale))
+                seconds["assembly"] += time.perf_counter() - t1
+                if iterations > 1 and errors[-1] < st.tolerance:
                     ok = True
                     break
+                if errors[-1] > 10 * errors[0] or (iterations > 3 and errors[-1] > errors[-2]):
+                    break  # diverging: cut the step now rather than after max_newton iterations
+                t1 = time.perf_counter()
+                matrix, k_u_e, k_e_u, k_e_e = self._tangent(update.tangent)
+                t2 = time.perf_counter()
+                seconds["assembly"] += t2 - t1
                 self.solver.factorize(matrix)
                 x = self.solver.solve(np.column_stack([residual_u, k_u_e]))
                 schur = k_e_e - k_e_u.T @ x[:, 1:]
                 d_macro = np.linalg.solve(schur, -mean_stress[1:] + k_e_u.T @ x[:, 0])
-                u_try = u_try - x[:, 0] - x[:, 1:] @ d_macro
-                macro_try[1:] += d_macro
+                du = -x[:, 0] - x[:, 1:] @ d_macro
+                dmacro = np.concatenate([[0.0], d_macro])
+                u_try, macro_try = u_try + du, macro_try + dmacro
                 seconds["solve"] += time.perf_counter() - t2
                 if not np.all(np.isfinite(u_try)):
                     break
             n_newton += iterations
+            newton_errors.append(errors)
             if not ok:
                 n_cuts += 1
                 step *= st.cut
@@ -309,5 +326,5 @@ class GTNRVE:
             fracture_strain=_crossing(strain, mean_void, crit.mean_void_critical),
             load_drop_strain=load_drop_strain, tensile_strength=float(stress.max()),
             void_map=void_map, status=status, n_increments=len(strain) - 1, n_newton=n_newton,
-            n_cuts=n_cuts, seconds=seconds,
+            n_cuts=n_cuts, seconds=seconds, newton_errors=newton_errors,
         )
