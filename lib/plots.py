@@ -33,24 +33,60 @@ def save_figure(fig: "matplotlib.figure.Figure", name: str, profile: str, dpi: i
 # --------------------------------------------------------------------------------------------
 # Part A: dual-phase microstructures (SPEC A1)
 # --------------------------------------------------------------------------------------------
-def _dual_phase_category_names(categories, n: int) -> list[str]:
-    """Category names from int codes (index into DUAL_PHASE_CATEGORIES) or strings."""
+def _category_names(categories, n: int, known: tuple[str, ...], what: str) -> list[str]:
+    """Category names from int codes (index into ``known``) or strings, checked against ``known``."""
     import numpy as np
-
-    from lib.microstructures.dual_phase import DUAL_PHASE_CATEGORIES
 
     cats = np.asarray(categories)
     if cats.shape != (n,):
         raise ValueError(f"categories must have shape ({n},) to match the data, got {cats.shape}")
     if cats.dtype.kind in "iu":
-        if cats.size and (cats.min() < 0 or cats.max() >= len(DUAL_PHASE_CATEGORIES)):
-            raise ValueError(f"category codes must lie in [0, {len(DUAL_PHASE_CATEGORIES) - 1}]")
-        return [DUAL_PHASE_CATEGORIES[int(c)] for c in cats]
+        if cats.size and (cats.min() < 0 or cats.max() >= len(known)):
+            raise ValueError(f"category codes must lie in [0, {len(known) - 1}]")
+        return [known[int(c)] for c in cats]
     names = [c.decode() if isinstance(c, bytes) else str(c) for c in cats]
-    unknown = sorted(set(names) - set(DUAL_PHASE_CATEGORIES))
+    unknown = sorted(set(names) - set(known))
     if unknown:
-        raise ValueError(f"unknown dual-phase categories {unknown}: expected {DUAL_PHASE_CATEGORIES}")
+        raise ValueError(f"unknown {what} categories {unknown}: expected {known}")
     return names
+
+
+def _example_grid(images, names: list[str], known: tuple[str, ...], n_per_category: int, cmap: str,
+                  titles, suptitle: str) -> "matplotlib.figure.Figure":
+    """One row per category of ``known`` present in ``names``: its first ``n_per_category`` images."""
+    import matplotlib.pyplot as plt
+
+    rows = [c for c in known if c in names]
+    if not rows:
+        raise ValueError("no images to draw")
+    fig, axes = plt.subplots(len(rows), n_per_category,
+                             figsize=(1.6 * n_per_category + 0.9, 1.75 * len(rows)), squeeze=False)
+    for r, cat in enumerate(rows):
+        idx = [i for i, c in enumerate(names) if c == cat][:n_per_category]
+        for c in range(n_per_category):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c < len(idx):
+                ax.imshow(images[idx[c]], cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+                ax.set_title(titles[idx[c]], fontsize=8)
+            else:
+                ax.axis("off")
+        axes[r, 0].set_ylabel(cat, fontsize=10)
+    fig.suptitle(suptitle, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _check_images(images, n_per_category: int):
+    import numpy as np
+
+    imgs = np.asarray(images)
+    if imgs.ndim != 3:
+        raise ValueError(f"images must have shape (n, N, N), got {imgs.shape}")
+    if n_per_category < 1:
+        raise ValueError(f"n_per_category must be >= 1, got {n_per_category}")
+    return imgs
 
 
 def plot_dual_phase_examples(images, categories, n_per_category: int = 6,
@@ -66,34 +102,12 @@ def plot_dual_phase_examples(images, categories, n_per_category: int = 6,
 
     from lib.microstructures.dual_phase import DUAL_PHASE_CATEGORIES
 
-    imgs = np.asarray(images)
-    if imgs.ndim != 3:
-        raise ValueError(f"images must have shape (n, N, N), got {imgs.shape}")
-    if n_per_category < 1:
-        raise ValueError(f"n_per_category must be >= 1, got {n_per_category}")
-    names = _dual_phase_category_names(categories, len(imgs))
+    imgs = _check_images(images, n_per_category)
+    names = _category_names(categories, len(imgs), DUAL_PHASE_CATEGORIES, "dual-phase")
     frac = imgs.reshape(len(imgs), -1).mean(axis=1) if fractions is None else np.asarray(fractions)
-    rows = [c for c in DUAL_PHASE_CATEGORIES if c in names]
-    if not rows:
-        raise ValueError("no images to draw")
-    fig, axes = plt.subplots(len(rows), n_per_category,
-                             figsize=(1.6 * n_per_category + 0.9, 1.75 * len(rows)), squeeze=False)
-    for r, cat in enumerate(rows):
-        idx = [i for i, c in enumerate(names) if c == cat][:n_per_category]
-        for c in range(n_per_category):
-            ax = axes[r, c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c < len(idx):
-                ax.imshow(imgs[idx[c]], cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
-                ax.set_title(f"$f_M$ = {frac[idx[c]]:.2f}", fontsize=8)
-            else:
-                ax.axis("off")
-        axes[r, 0].set_ylabel(cat, fontsize=10)
-    fig.suptitle("Artificial dual-phase microstructures (black = martensite, white = ferrite)",
-                 fontsize=10)
-    fig.tight_layout()
-    return fig
+    return _example_grid(imgs, names, DUAL_PHASE_CATEGORIES, n_per_category, "gray_r",
+                         [f"$f_M$ = {f:.2f}" for f in frac],
+                         "Artificial dual-phase microstructures (black = martensite, white = ferrite)")
 
 
 def plot_martensite_fraction_distribution(fraction, categories) -> "matplotlib.figure.Figure":
@@ -108,7 +122,7 @@ def plot_martensite_fraction_distribution(fraction, categories) -> "matplotlib.f
         raise ValueError(f"fraction must be a non-empty 1D array, got shape {frac.shape}")
     if not np.isfinite(frac).all():
         raise ValueError("fraction contains NaN or inf")
-    names = np.array(_dual_phase_category_names(categories, frac.size))
+    names = np.array(_category_names(categories, frac.size, DUAL_PHASE_CATEGORIES, "dual-phase"))
     # bins of 4/128: laminate fractions come in steps of 1/N, so other widths alias
     width = 1.0 / 32.0
     bins = np.arange(0.0, max(0.7, float(frac.max())) + 2 * width, width) - 1.0 / 256.0
@@ -129,26 +143,6 @@ def plot_martensite_fraction_distribution(fraction, categories) -> "matplotlib.f
 # --------------------------------------------------------------------------------------------
 # Part B: stochastic microstructures (SPEC B1)
 # --------------------------------------------------------------------------------------------
-def _stochastic_category_names(categories, n: int) -> list[str]:
-    """Category names from int codes (index into STOCHASTIC_CATEGORIES) or strings."""
-    import numpy as np
-
-    from lib.profiles import STOCHASTIC_CATEGORIES
-
-    cats = np.asarray(categories)
-    if cats.shape != (n,):
-        raise ValueError(f"categories must have shape ({n},) to match the data, got {cats.shape}")
-    if cats.dtype.kind in "iu":
-        if cats.size and (cats.min() < 0 or cats.max() >= len(STOCHASTIC_CATEGORIES)):
-            raise ValueError(f"category codes must lie in [0, {len(STOCHASTIC_CATEGORIES) - 1}]")
-        return [STOCHASTIC_CATEGORIES[int(c)] for c in cats]
-    names = [c.decode() if isinstance(c, bytes) else str(c) for c in cats]
-    unknown = sorted(set(names) - set(STOCHASTIC_CATEGORIES))
-    if unknown:
-        raise ValueError(f"unknown stochastic categories {unknown}: expected {STOCHASTIC_CATEGORIES}")
-    return names
-
-
 def plot_stochastic_examples(images, categories, n_per_category: int = 6
                              ) -> "matplotlib.figure.Figure":
     """Grid of stochastic microstructures like the paper's Fig. 2: one row per category.
@@ -162,33 +156,11 @@ def plot_stochastic_examples(images, categories, n_per_category: int = 6
 
     from lib.profiles import STOCHASTIC_CATEGORIES
 
-    imgs = np.asarray(images)
-    if imgs.ndim != 3:
-        raise ValueError(f"images must have shape (n, N, N), got {imgs.shape}")
-    if n_per_category < 1:
-        raise ValueError(f"n_per_category must be >= 1, got {n_per_category}")
-    names = _stochastic_category_names(categories, len(imgs))
-    rows = [c for c in STOCHASTIC_CATEGORIES if c in names]
-    if not rows:
-        raise ValueError("no images to draw")
+    imgs = _check_images(images, n_per_category)
+    names = _category_names(categories, len(imgs), STOCHASTIC_CATEGORIES, "stochastic")
     frac = imgs.reshape(len(imgs), -1).mean(axis=1)
-    fig, axes = plt.subplots(len(rows), n_per_category,
-                             figsize=(1.6 * n_per_category + 0.9, 1.75 * len(rows)), squeeze=False)
-    for r, cat in enumerate(rows):
-        idx = [i for i, c in enumerate(names) if c == cat][:n_per_category]
-        for c in range(n_per_category):
-            ax = axes[r, c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c < len(idx):
-                ax.imshow(imgs[idx[c]], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-                ax.set_title(f"white {frac[idx[c]]:.3f}", fontsize=8)
-            else:
-                ax.axis("off")
-        axes[r, 0].set_ylabel(cat, fontsize=10)
-    fig.suptitle("Stochastic microstructures (white phase white)", fontsize=10)
-    fig.tight_layout()
-    return fig
+    return _example_grid(imgs, names, STOCHASTIC_CATEGORIES, n_per_category, "gray",
+                         [f"white {f:.3f}" for f in frac], "Stochastic microstructures (white phase white)")
 
 
 def plot_fraction_distribution(white_fraction, categories, window=(0.38, 0.41)
@@ -204,7 +176,7 @@ def plot_fraction_distribution(white_fraction, categories, window=(0.38, 0.41)
         raise ValueError(f"white_fraction must be a non-empty 1D array, got shape {frac.shape}")
     if not np.isfinite(frac).all():
         raise ValueError("white_fraction contains NaN or inf")
-    names = np.array(_stochastic_category_names(categories, frac.size))
+    names = np.array(_category_names(categories, frac.size, STOCHASTIC_CATEGORIES, "stochastic"))
     lo, hi = window
     pad = 0.25 * (hi - lo)
     bins = np.linspace(min(lo, frac.min()) - pad, max(hi, frac.max()) + pad, 31)
@@ -303,5 +275,246 @@ def plot_expansion_vs_stiffness(labels, category, category_names) -> matplotlib.
     ax.set_xlabel(r"Case 3: min($E_x$, $E_y$) (GPa)")
     ax.set_ylabel(r"Case 3: max($\alpha_x$, $\alpha_y$) ($10^{-6}$/K)")
     ax.legend(fontsize=8, markerscale=2)
+    fig.tight_layout()
+    return fig
+
+
+# --- Part B: ResNet-18 regressors and Grad-RAM (SPEC B3, B4; notebook 06) --------------------
+def _case_axis_label(case, j: int) -> str:
+    """Axis label of output ``j`` of a ``lib.models.training.PropertyCase`` in display units."""
+    names = {"Ex": "$E_x$", "Ey": "$E_y$", "nu_xy": r"$\nu_{xy}$", "nu_yx": r"$\nu_{yx}$",
+             "alpha_x": r"$\alpha_x$", "alpha_y": r"$\alpha_y$"}
+    unit = {"GPa": " (GPa)", "1e-6/K": r" ($10^{-6}$/K)", "": ""}[case.unit]
+    return names.get(case.short[j], case.short[j]) + unit
+
+
+def plot_training_curves(trained) -> "matplotlib.figure.Figure":
+    """Training and validation MSE (normalized labels) per epoch, one panel per case.
+
+    ``trained``: sequence of ``lib.models.training.TrainedCase``; the best-validation epoch
+    (the weights kept) is marked.
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    if not trained:
+        raise ValueError("no trained cases to draw")
+    fig, axes = plt.subplots(1, len(trained), figsize=(4.2 * len(trained), 3.3), squeeze=False)
+    for ax, tc in zip(axes[0], trained):
+        for hist, outs in zip(tc.history, tc.outputs_of):
+            name = "+".join(tc.case.short[o] for o in outs)
+            epochs = range(1, len(hist["train_loss"]) + 1)
+            line, = ax.plot(epochs, hist["train_loss"], "-", label=f"{name} train")
+            has_val = np.isfinite(hist["val_loss"]).any()  # no validation part: train only
+            if has_val:
+                ax.plot(epochs, hist["val_loss"], "--", color=line.get_color(),
+                        label=f"{name} val")
+            best = hist.get("best_epoch")
+            if best and has_val:
+                ax.plot(best, hist["val_loss"][best - 1], "o", color=line.get_color())
+        ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_title(f"{tc.case.title.split(':')[0]} ({tc.train_seconds / 60:.1f} min)", fontsize=9)
+        ax.legend(fontsize=7, frameon=False)
+    axes[0, 0].set_ylabel("MSE on [0, 1] labels")
+    fig.suptitle("Training curves (dot: best validation epoch, whose weights are kept)",
+                 fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_parity(trained, labels) -> "matplotlib.figure.Figure":
+    """Predicted vs FE value on the test split: columns = cases, rows = X and Y outputs."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from lib.models.training import case_targets, regression_metrics
+
+    if not trained:
+        raise ValueError("no trained cases to draw")
+    fig, axes = plt.subplots(2, len(trained), figsize=(3.6 * len(trained), 7.0), squeeze=False)
+    for c, tc in enumerate(trained):
+        true = case_targets(labels, tc.case)[tc.database_indices("test")]
+        pred = tc.scaler.inverse_transform(tc.test_pred_normalized)
+        m = regression_metrics(tc.scaler.transform(true), tc.test_pred_normalized)
+        s = tc.case.display_scale
+        for j in range(2):
+            ax = axes[j, c]
+            t, p = true[:, j] * s, pred[:, j] * s
+            ax.scatter(t, p, s=6, alpha=0.6, color="tab:blue", edgecolors="none")
+            lo, hi = min(t.min(), p.min()), max(t.max(), p.max())
+            pad = 0.03 * (hi - lo or 1.0)
+            ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "k--", lw=0.8)
+            ax.set_xlim(lo - pad, hi + pad)
+            ax.set_ylim(lo - pad, hi + pad)
+            ax.set_aspect("equal")
+            label = _case_axis_label(tc.case, j)
+            ax.set_xlabel(f"FE {label}", fontsize=9)
+            ax.set_ylabel(f"predicted {label}", fontsize=9)
+            ax.set_title(f"{tc.case.name}: $R^2$ = {m['r2'][j]:.3f}, MSE = {m['mse'][j]:.4f}",
+                         fontsize=9)
+            ax.tick_params(labelsize=8)
+    fig.suptitle(f"Parity on the test split (n = {len(tc.split['test'])}; MSE on the [0, 1] "
+                 f"label scale)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_accuracy_vs_paper(rows) -> "matplotlib.figure.Figure":
+    """Our test R^2 and MSE beside the paper's Table 2, one bar pair per output (Models 1-6)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    if not rows:
+        raise ValueError("no accuracy rows to draw")
+    names = [f"M{r['paper_model']}\n{r['output']}" for r in rows]
+    x = np.arange(len(rows))
+    w = 0.38
+    fig, axes = plt.subplots(1, 2, figsize=(11.0, 3.6))
+    ours = np.array([r["r2"] for r in rows])
+    axes[0].bar(x - w / 2, np.clip(ours, -0.1, None), w, label="this study", color="tab:blue")
+    axes[0].bar(x + w / 2, [r["paper_r2"] for r in rows], w, label="paper Table 2",
+                color="0.6")
+    for xi, v in zip(x, ours):
+        axes[0].text(xi - w / 2, max(v, 0.0) + 0.01, f"{v:.3f}", ha="center", va="bottom",
+                     fontsize=7, rotation=90)
+    axes[0].set_ylim(min(0.0, max(-0.1, float(ours.min()) - 0.05)), 1.3)
+    axes[0].axhline(1.0, color="k", lw=0.5)
+    axes[0].set_ylabel("$R^2$ on the test split")
+    axes[1].bar(x - w / 2, [r["test_mse"] for r in rows], w, label="this study", color="tab:blue")
+    axes[1].bar(x + w / 2, [r["paper_test_loss"] for r in rows], w, label="paper Table 2",
+                color="0.6")
+    axes[1].set_yscale("log")
+    axes[1].set_ylim(top=axes[1].get_ylim()[1] * 20)  # room for the legend
+    axes[1].set_ylabel("test MSE, labels scaled to [0, 1]")
+    for ax in axes:
+        ax.set_xticks(x, names, fontsize=8)
+        ax.legend(fontsize=8, frameon=False, loc="upper center", ncol=2)
+    fig.suptitle("Accuracy of the regressors beside the paper's Table 2", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _overlay(ax, image, heat, title: str, cmap: str = "jet") -> None:
+    """The structure in grey with a heatmap over it (the paper's Fig. 3 look)."""
+    import numpy as np
+
+    ax.imshow(image, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.imshow(heat, cmap=cmap, vmin=0, vmax=1, alpha=0.55, interpolation="bilinear")
+    if not np.any(np.asarray(heat) > 0):
+        title += "\n(all zero: no positive evidence)"
+    ax.set_title(title, fontsize=8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def plot_gradram_panels(images, maps, case, values=None, threshold: float = 0.5,
+                        indices=None) -> "matplotlib.figure.Figure":
+    """Fig. 3-like panels: structure, X map, Y map, critical region, one row per sample.
+
+    ``maps`` is :func:`lib.explain.gradram.case_heatmaps`'s dict for ``images``;
+    ``values`` ``(n, 2)`` the FE properties (raw units) for the row titles; ``indices`` the
+    database rows, for the titles.
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    imgs = np.asarray(images)
+    n = len(imgs)
+    if n == 0 or maps["map_x"].shape != imgs.shape:
+        raise ValueError(f"need n >= 1 images matching the maps, got {imgs.shape} and "
+                         f"{maps['map_x'].shape}")
+    sign = "" if case.goal == "max" else "−"
+    fig, axes = plt.subplots(n, 4, figsize=(9.2, 2.35 * n + 0.5), squeeze=False)
+    for i in range(n):
+        title = f"#{indices[i]}" if indices is not None else f"sample {i}"
+        if values is not None:
+            s = case.display_scale
+            title += "\n" + ", ".join(
+                f"{_case_axis_label(case, j).split(' (')[0]} = {values[i][j] * s:.3g}"
+                for j in range(2))
+        ax = axes[i, 0]
+        ax.imshow(imgs[i], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(title, fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for j, axis in enumerate("xy"):
+            label = _case_axis_label(case, j).split(" (")[0]
+            _overlay(axes[i, 1 + j], imgs[i], maps[f"map_{axis}"][i],
+                     f"Grad-RAM of {sign}{label}")
+        region = maps["region"][i]
+        ax = axes[i, 3]
+        rgb = np.stack([imgs[i] * 0.35 + 0.2] * 3, axis=-1)
+        rgb[region] = np.where(imgs[i][region, None] > 0, [1.0, 0.85, 0.1], [0.75, 0.1, 0.1])
+        ax.imshow(rgb, interpolation="nearest")
+        ax.set_title(f"critical region ({region.mean():.1%})", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"{case.title}: Grad-RAM maps (X, Y) and critical region = both maps "
+                 f"≥ {threshold:g} (yellow: white phase, red: black phase inside)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_stem_comparison(image, variant_maps, rows) -> "matplotlib.figure.Figure":
+    """One structure's Grad-RAM map under each network variant, with R^2 and cost per variant.
+
+    ``variant_maps``: ``{variant name: (N, N) map}``; ``rows``: ``{variant name: dict with
+    'grid' (feature map side), 'r2' (mean R^2), 'seconds_per_epoch'}``.
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    names = list(variant_maps)
+    if not names:
+        raise ValueError("no variants to draw")
+    fig, axes = plt.subplots(1, len(names) + 1, figsize=(2.5 * (len(names) + 1), 3.0))
+    axes[0].imshow(np.asarray(image), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    axes[0].set_title("structure", fontsize=8)
+    axes[0].set_xticks([])
+    axes[0].set_yticks([])
+    for ax, name in zip(axes[1:], names):
+        r = rows[name]
+        _overlay(ax, image, variant_maps[name],
+                 f"{name}\n{r['grid']}×{r['grid']} map, $R^2$ = {r['r2']:.3f}\n"
+                 f"{r['seconds_per_epoch']:.1f} s/epoch")
+    fig.suptitle("Grad-RAM detail per network variant (Case 1, X output; same structure)",
+                 fontsize=9, y=1.04)
+    fig.tight_layout()
+    return fig
+
+
+def plot_gradram_sanity(images, result, n_show: int = 3) -> "matplotlib.figure.Figure":
+    """Sanity check panels: trained-model map, re-initialized-model map, shifted-input map.
+
+    ``result`` is :func:`lib.explain.gradram.sanity_check`'s dict for ``images``.
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    imgs = np.asarray(images)
+    n = min(n_show, len(imgs))
+    if n == 0:
+        raise ValueError("no images to draw")
+    maps = result["maps"]
+    fig, axes = plt.subplots(n, 4, figsize=(9.2, 2.4 * n + 0.6), squeeze=False)
+    for i in range(n):
+        ax = axes[i, 0]
+        ax.imshow(imgs[i], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title("structure", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        _overlay(axes[i, 1], imgs[i], maps["trained"][i], "trained model")
+        r = result["randomized"]
+        _overlay(axes[i, 2], imgs[i], maps["randomized"][i],
+                 f"re-initialized weights\nρ = {r['spearman'][i]:.2f}, SSIM = {r['ssim'][i]:.2f}")
+        r = result["shifted"]
+        _overlay(axes[i, 3], imgs[i], maps["shifted"][i],
+                 f"input shifted, map shifted back\nρ = {r['spearman'][i]:.2f}, "
+                 f"SSIM = {r['ssim'][i]:.2f}")
+    o = result["other_input"]
+    fig.suptitle("Grad-RAM sanity checks (ρ: Spearman, SSIM vs the trained map); different "
+                 f"structures: mean ρ = {o['spearman_mean']:.2f}, SSIM = {o['ssim_mean']:.2f}",
+                 fontsize=9)
     fig.tight_layout()
     return fig
