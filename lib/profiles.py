@@ -27,6 +27,13 @@ class Profile:
     label_chunk: samples per checkpointed chunk of the FE labelling stages.
     n_jobs: worker processes for FE labelling (-1 = all cores).
     seed: master seed; every stage derives its own seeds from it.
+    fe_grid: FE pixels per side of the Part A GTN RVE (SPEC A2); the 128x128 structures are
+        block-averaged onto it (lib.fe.fracture_labels.coarsen), so it must divide image_size.
+    fe_mean_void_critical: the fracture criterion f̄_crit, the mean void volume fraction over
+        the RVE at fracture (the paper's criterion; its value is not printed there, see
+        notebook 02). It depends on fe_grid: a fully failed one-pixel band adds about 0.25/N.
+    fe_load_drop: fraction of the peak mean stress lost at "elongation at break", the second
+        fracture criterion reported beside f̄_crit (SPEC A2).
     """
 
     name: str
@@ -36,6 +43,9 @@ class Profile:
     label_chunk: int = 64
     n_jobs: int = -1
     seed: int = 2024
+    fe_grid: int = 32
+    fe_mean_void_critical: float = 0.005
+    fe_load_drop: float = 0.2
 
     @property
     def n_stochastic(self) -> int:
@@ -50,7 +60,8 @@ class Profile:
 _PROFILES = {
     "smoke": Profile("smoke", n_stochastic_per_category=16, n_dual_phase=24, label_chunk=16),
     "default": Profile("default", n_stochastic_per_category=1000, n_dual_phase=800),
-    "paper": Profile("paper", n_stochastic_per_category=5000, n_dual_phase=3824, label_chunk=128),
+    "paper": Profile("paper", n_stochastic_per_category=5000, n_dual_phase=3824, label_chunk=128,
+                     fe_grid=128),
 }
 
 

@@ -24,6 +24,10 @@ EXPECTED_OUTPUTS: dict[str, dict[str, list[str]]] = {
     "01_microstructures": {"figures": ["01_stochastic_examples", "01_stochastic_fractions",
                                        "01_dual_phase_examples", "01_dual_phase_fractions"],
                            "stages": ["stochastic_db", "dual_phase_db"]},
+    "02_fe_fracture_labels": {
+        "figures": ["02_fracture_strain_vs_fraction", "02_strength_vs_fracture_strain",
+                    "02_stress_strain_curves", "02_void_maps", "02_label_sensitivity"],
+        "stages": ["dual_phase_db", "fracture_labels"]},
     "03_fe_homogenization_labels": {
         "figures": ["03_property_distributions", "03_property_scatters", "03_expansion_vs_stiffness"],
         "stages": ["stochastic_db", "homogenization_labels"]},

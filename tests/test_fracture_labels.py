@@ -1,0 +1,309 @@
+"""GTN fracture labels (SPEC A2): FE-grid coarsening, post-hoc criteria, the resumable stage,
+failed samples recorded as failed and never as fracture strains."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lib.fe import fracture_labels as fl
+from lib.fe.fracture_labels import (
+    coarsen,
+    coarsen_images,
+    criterion_sensitivity,
+    fracture_labels,
+    fracture_strain_at,
+    label_structures,
+    load_drop_strain_at,
+)
+from lib.fe.gtn_rve import GTNRVE, FractureCriteria, RVEResult
+from lib.profiles import get_profile
+from lib.stages import cached_stage, load_stage, stage_attrs
+
+CRITERIA = FractureCriteria(mean_void_critical=0.005, load_drop=0.2)
+
+
+def tiny_structures() -> np.ndarray:
+    """Four 16x16 dual-phase structures: laminate along x, across x, a square grain, a checker."""
+    imgs = np.zeros((4, 16, 16), np.uint8)
+    imgs[0, 4:10] = 1                     # layers along x (the load direction)
+    imgs[1, :, 4:10] = 1                  # layers across x
+    imgs[2, 4:12, 4:12] = 1               # one square grain
+    imgs[3] = np.kron(np.indices((4, 4)).sum(0) % 2, np.ones((4, 4))).astype(np.uint8)
+    return imgs
+
+
+def make_database(images: np.ndarray):
+    return cached_stage("smoke", "test_dual_phase_db", {"n": len(images), "sum": int(images.sum())},
+                        lambda: {"images": images})
+
+
+# --- coarsening --------------------------------------------------------------------------------
+def test_coarsen_is_exact_on_block_images_and_identity_at_full_size():
+    rng = np.random.default_rng(0)
+    coarse = (rng.random((8, 8)) < 0.4).astype(np.uint8)
+    fine = np.kron(coarse, np.ones((4, 4), np.uint8))
+    np.testing.assert_array_equal(coarsen(fine, 8), coarse)
+    np.testing.assert_array_equal(coarsen(fine, 32), fine)
+    np.testing.assert_array_equal(coarsen_images(np.stack([fine, 1 - fine]), 8),
+                                  np.stack([coarse, 1 - coarse]))
+
+
+def test_coarsen_rule_block_mean_at_least_half_is_martensite():
+    img = np.zeros((4, 4), np.uint8)
+    img[0, 0] = img[0, 1] = 1       # block (0, 0): mean 0.5 -> martensite
+    img[2, 2] = 1                   # block (1, 1): mean 0.25 -> ferrite
+    img[0, 2:4] = img[1, 2] = 1     # block (0, 1): mean 0.75 -> martensite
+    assert coarsen(img, 2).tolist() == [[1, 1], [0, 0]]
+
+
+@pytest.mark.parametrize("img, grid, message", [
+    (np.zeros((16, 16), np.uint8), 5, "does not divide"),
+    (np.zeros((16, 16), np.uint8), 32, r"\[2, 16\]"),
+    (np.zeros((16, 16), np.uint8), 8.0, "integer"),
+    (np.zeros((16, 8), np.uint8), 4, "square"),
+    (np.full((16, 16), 2, np.uint8), 4, "binary"),
+])
+def test_coarsen_rejects_bad_input_clearly(img, grid, message):
+    with pytest.raises(ValueError, match=message):
+        coarsen(img, grid)
+
+
+def test_label_structures_rejects_bad_images_before_running():
+    with pytest.raises(ValueError, match="binary"):
+        label_structures(np.full((2, 16, 16), 0.5), 8, n_jobs=1)
+    with pytest.raises(ValueError, match="shape"):
+        label_structures(np.zeros((16, 16), np.uint8), 8, n_jobs=1)
+    with pytest.raises(ValueError, match="divide"):
+        label_structures(np.zeros((1, 16, 16), np.uint8), 6, n_jobs=1)
+
+
+# --- post-hoc criteria on hand-made histories --------------------------------------------------
+def test_fracture_strain_at_interpolates_the_first_crossing():
+    strain = np.array([0.0, 0.1, 0.2, 0.3])
+    void = np.array([0.0, 0.001, 0.003, 0.011])
+    assert fracture_strain_at(strain, void, 0.002) == pytest.approx(0.15)
+    assert fracture_strain_at(strain, void, 0.007) == pytest.approx(0.25)
+    assert np.isnan(fracture_strain_at(strain, void, 0.02))
+    # padded stack: NaN padding, explicit lengths, an empty (failed-to-start) row
+    padded = np.full((3, 6), np.nan)
+    padded_void = np.full((3, 6), np.nan)
+    padded[0, :4], padded_void[0, :4] = strain, void
+    padded[1, :2], padded_void[1, :2] = [0.0, 0.5], [0.0, 0.004]
+    out = fracture_strain_at(padded, padded_void, 0.002, length=[4, 2, 0])
+    np.testing.assert_allclose(out, [0.15, 0.25, np.nan])
+    np.testing.assert_allclose(fracture_strain_at(padded, padded_void, 0.002), out)  # NaN-found lengths
+    with pytest.raises(ValueError, match="mean_void_critical"):
+        fracture_strain_at(strain, void, 0.0)
+
+
+def test_load_drop_strain_at_uses_the_running_peak():
+    strain = np.array([0.0, 0.1, 0.2, 0.3, 0.4, 0.5])
+    stress = np.array([0.0, 500.0, 440.0, 600.0, 500.0, 300.0])  # a 12 % dip, then a new peak
+    assert load_drop_strain_at(strain, stress, 0.1) == pytest.approx(0.1 + 0.1 * 50 / 60)
+    # 20 % below the running peak: 480 after the peak of 600, between 0.4 (500) and 0.5 (300)
+    assert load_drop_strain_at(strain, stress, 0.2) == pytest.approx(0.4 + 0.1 * 20 / 200)
+    assert np.isnan(load_drop_strain_at(strain, stress, 0.6))
+    assert np.isnan(load_drop_strain_at(strain[:2], stress[:2], 0.1))
+    with pytest.raises(ValueError, match="drop"):
+        load_drop_strain_at(strain, stress, 1.0)
+
+
+# --- real runs on tiny grids -------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_labels():
+    return label_structures(tiny_structures(), 8, CRITERIA, n_jobs=1)
+
+
+def test_labels_agree_with_the_rve_and_with_the_post_hoc_functions(tiny_labels):
+    imgs = coarsen_images(tiny_structures(), 8)
+    result = GTNRVE(8, criteria=CRITERIA).run(imgs[2])
+    lab = tiny_labels
+    assert lab["void_map"].shape == (4, 8, 8) and lab["void_map"].dtype == np.float32
+    assert lab["history_strain"].shape == (4, fl.HISTORY_LENGTH)
+    assert lab["status"][2] == "converged" and lab["converged"][2]
+    assert lab["fracture_strain"][2] == pytest.approx(result.fracture_strain, rel=1e-9)
+    assert lab["load_drop_strain"][2] == pytest.approx(result.load_drop_strain, rel=1e-9)
+    assert lab["tensile_strength"][2] == pytest.approx(result.tensile_strength, rel=1e-9)
+    assert lab["n_increments"][2] == result.n_increments
+    assert lab["history_length"][2] == result.n_increments + 1
+    np.testing.assert_allclose(lab["void_map"][2], result.void_map, rtol=1e-6)
+    # the stored histories give back the stored labels
+    k = lab["history_length"]
+    np.testing.assert_allclose(
+        fracture_strain_at(lab["history_strain"], lab["history_mean_void"], 0.005, k),
+        lab["fracture_strain"], rtol=1e-12)
+    np.testing.assert_allclose(
+        load_drop_strain_at(lab["history_strain"], lab["history_stress"], 0.2, k),
+        lab["load_drop_strain"], rtol=1e-12)
+    np.testing.assert_allclose(lab["fe_martensite_fraction"], imgs.mean(axis=(1, 2)))
+    # a lower threshold is reached earlier, in every sample
+    sens = criterion_sensitivity(lab, 0.005, 0.2)
+    ok = np.isfinite(lab["fracture_strain"])
+    assert ok.all()
+    assert np.all(sens["fracture_strain_half"][ok] <= lab["fracture_strain"][ok])
+
+
+def test_laminate_along_x_outlasts_laminate_across_x(tiny_labels):
+    """Layers along the load share its strain (the hard layer carries, the soft one keeps
+    hardening); layers across it localize in the ferrite: the paper's ordering."""
+    fs = tiny_labels["fracture_strain"]
+    assert fs[0] > fs[1]
+
+
+# --- failed samples ----------------------------------------------------------------------------
+def _fake_result(n: int, stop_strain: float, void_end: float, status: str, size: int = 8) -> RVEResult:
+    strain = np.linspace(0.0, stop_strain, n)
+    stress = 800.0 * np.sqrt(strain / stop_strain)  # still rising: no peak reached
+    return RVEResult(strain=strain, stress=stress, lateral_strain=-0.4 * strain,
+                     mean_void=np.linspace(0.0, void_end, n), fracture_strain=0.123,
+                     load_drop_strain=float("nan"), tensile_strength=float(stress.max()),
+                     void_map=np.zeros((size, size)), status=status, n_increments=n - 1,
+                     n_newton=3 * n, n_cuts=7, seconds={"constitutive": 0.1})
+
+
+def test_failed_runs_are_recorded_and_never_counted_as_fracture(monkeypatch):
+    original = GTNRVE.run
+
+    def run(self, img):
+        marker = int(img.sum())
+        if marker == 1:   # fails before f̄_crit
+            return _fake_result(11, 0.05, 0.002, "failed: load step below 1e-05 at E_xx = 0.0500")
+        if marker == 2:   # solver raises
+            raise FloatingPointError("singular matrix")
+        if marker == 3:   # fails after f̄_crit (on its way to the load drop)
+            return _fake_result(11, 0.2, 0.01, "failed: load step below 1e-05 at E_xx = 0.2000")
+        return original(self, img)
+
+    monkeypatch.setattr(GTNRVE, "run", run)
+    imgs = np.zeros((4, 8, 8), np.uint8)
+    imgs[0, 2:4] = 1  # a real run: a laminate along x
+    imgs[1, 0, 0] = 1
+    imgs[2, 0, :2] = 1
+    imgs[3, 0, :3] = 1
+    lab = label_structures(imgs, 8, CRITERIA, n_jobs=1)
+    assert lab["status"][0] == "converged" and np.isfinite(lab["fracture_strain"][0])
+    # failed before f̄_crit: status kept, strain reached, no fracture strain, no strength
+    assert lab["status"][1].startswith("failed: load step below")
+    assert not lab["converged"][1]
+    assert np.isnan(lab["fracture_strain"][1]) and np.isnan(lab["tensile_strength"][1])
+    assert lab["strain_reached"][1] == pytest.approx(0.05)
+    assert lab["n_cuts"][1] == 7 and lab["history_length"][1] == 11
+    # an exception is a failed sample with its reason, not a crash of the run
+    assert lab["status"][2] == "failed: FloatingPointError: singular matrix"
+    assert not lab["converged"][2] and np.isnan(lab["fracture_strain"][2])
+    assert np.isnan(lab["strain_reached"][2]) and lab["history_length"][2] == 0
+    assert np.isnan(lab["void_map"][2]).all()
+    # failed after reaching f̄_crit: the crossing came from converged increments, so it counts
+    assert not lab["converged"][3]
+    assert lab["fracture_strain"][3] == pytest.approx(0.1)
+    assert np.isnan(lab["load_drop_strain"][3])
+    # shares as the notebook reports them
+    rows = fl.category_summary(lab, np.zeros(4, int), np.zeros(4), ["only"])
+    assert rows[0]["failed_share"] == pytest.approx(0.75)
+    assert rows[0]["unlabelled_share"] == pytest.approx(0.5)
+
+
+# --- the stage ---------------------------------------------------------------------------------
+def test_stage_runs_caches_and_states_its_grid(tmp_study_dirs, monkeypatch, tiny_labels):
+    profile = get_profile("smoke", label_chunk=2, n_jobs=1, fe_grid=8)
+    database = make_database(tiny_structures())
+    path = fracture_labels(profile, database)
+    labels = load_stage(path)
+    assert labels["status"].tolist() == tiny_labels["status"].tolist()
+    for key in ("fracture_strain", "tensile_strength", "void_map", "history_mean_void"):
+        np.testing.assert_allclose(labels[key], tiny_labels[key], rtol=1e-12, err_msg=key)
+    attrs = stage_attrs(path)
+    assert attrs["fe_grid"] == 8 and attrs["mean_void_critical"] == 0.005
+    assert attrs["criteria"]["load_drop"] == 0.2
+    assert [p["name"] for p in attrs["phases"]] == ["ferrite", "martensite"]
+    assert attrs["params"]["grid"] == 8 and "block mean" in attrs["coarsening"]
+    assert fl.stage_description(path)["fe_grid"] == 8
+
+    def boom(*args, **kwargs):
+        raise AssertionError("a cached stage must not run again")
+
+    monkeypatch.setattr(fl, "label_structures", boom)
+    assert fracture_labels(profile, database) == path
+    # another grid is another stage
+    monkeypatch.undo()
+    other = fracture_labels(get_profile("smoke", label_chunk=4, n_jobs=1, fe_grid=4), database)
+    assert other != path and stage_attrs(other)["fe_grid"] == 4
+    assert load_stage(other)["void_map"].shape == (4, 4, 4)
+
+
+def test_interrupted_stage_resumes_without_redoing_finished_chunks(tmp_study_dirs, monkeypatch,
+                                                                    tiny_labels):
+    profile = get_profile("smoke", label_chunk=2, n_jobs=1, fe_grid=8)
+    database = make_database(tiny_structures())
+    original = fl.label_structures
+    calls = []
+
+    def interrupted(images, *args, **kwargs):
+        calls.append(len(images))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(images, *args, **kwargs)
+
+    monkeypatch.setattr(fl, "label_structures", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fracture_labels(profile, database, progress=False)
+    chunks = list((tmp_study_dirs["data"] / "smoke").glob("fracture_labels-*.chunks/chunk_*.h5"))
+    assert len(chunks) == 1
+
+    def counting(images, *args, **kwargs):
+        calls.append(len(images))
+        return original(images, *args, **kwargs)
+
+    calls.clear()
+    monkeypatch.setattr(fl, "label_structures", counting)
+    labels = load_stage(fracture_labels(profile, database, progress=False))
+    assert calls == [2]  # only the unfinished chunk
+    for key in ("fracture_strain", "load_drop_strain", "void_map", "history_stress"):
+        np.testing.assert_allclose(labels[key], tiny_labels[key], rtol=1e-12, err_msg=key)
+
+
+def test_stage_needs_an_existing_dataset(tmp_study_dirs, tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        fracture_labels("smoke", tmp_path / "nothing.h5")
+
+
+def test_figures_draw_from_the_labels(tiny_labels):
+    import matplotlib.pyplot as plt
+
+    from lib import plots
+
+    category, fraction = np.array([0, 0, 1, 3]), tiny_labels["fe_martensite_fraction"]
+    sens = criterion_sensitivity(tiny_labels, 0.005, 0.2)
+    figures = [
+        plots.plot_fracture_strain_vs_fraction(
+            fraction, tiny_labels["fracture_strain"], category, tiny_labels["load_drop_strain"],
+            tiny_labels["strain_reached"], tiny_labels["converged"], "8x8 test"),
+        plots.plot_strength_vs_fracture_strain(tiny_labels["fracture_strain"],
+                                               tiny_labels["tensile_strength"], category),
+        plots.plot_stress_strain_curves(tiny_labels, category, [0, 2, 3], 0.005, fraction),
+        plots.plot_void_maps(tiny_structures(), tiny_labels["void_map"], category, [0, 2]),
+        plots.plot_label_sensitivity(sens, category, 0.005, 0.2),
+    ]
+    assert all(len(fig.axes) >= 1 for fig in figures)
+    plt.close("all")
+    first, *rest = fl.representative_indices(tiny_labels, category, 4)
+    assert first in (0, 1) and rest == [2, 3]  # one per category present
+
+
+def test_dask_cluster_path_gives_the_same_labels(tiny_labels):
+    distributed = pytest.importorskip("dask.distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster:
+        out = label_structures(tiny_structures(), 8, CRITERIA,
+                               scheduler_address=cluster.scheduler_address)
+    assert out["status"].tolist() == tiny_labels["status"].tolist()
+    for key in ("fracture_strain", "load_drop_strain", "tensile_strength", "void_map"):
+        np.testing.assert_allclose(out[key], tiny_labels[key], rtol=1e-9, err_msg=key)
+
+
+def test_parallel_workers_give_the_same_labels_as_serial(tiny_labels):
+    out = label_structures(tiny_structures(), 8, CRITERIA, n_jobs=2)
+    assert out["status"].tolist() == tiny_labels["status"].tolist()
+    for key in ("fracture_strain", "load_drop_strain", "tensile_strength", "void_map",
+                "history_stress", "n_increments"):
+        np.testing.assert_allclose(out[key], tiny_labels[key], rtol=1e-9, err_msg=key)
