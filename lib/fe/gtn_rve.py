@@ -33,6 +33,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse as sp
 
 from lib.fe.gtn_material import FERRITE, MARTENSITE, GTNParameters, GTNState, gtn_update
 from lib.fe.linear_solver import PardisoSolver
@@ -90,7 +91,23 @@ class FractureCriteria:
 
 @dataclass(frozen=True)
 class LoadStepping:
-    """Adaptive increments of the macroscopic strain E_xx and the Newton settings."""
+    """Adaptive increments of the macroscopic strain E_xx and the Newton settings.
+
+    Increments start at ``initial``, grow by ``grow`` after an easy Newton solve (at most
+    ``easy_newton`` iterations) up to ``maximum`` and are cut by ``cut`` when Newton or a local
+    return map fails; below ``minimum`` the run is recorded as failed. ``tolerance`` bounds the
+    nodal force residual (relative to the mean stress times the pixel size) and the mean lateral
+    stresses (relative to the mean stress).
+
+    Stabilization (the automatic stabilization of static problems in Abaqus/Standard, a viscous
+    force on the displacement increment): once an increment is smaller than ``stabilize_below``
+    (the solver is struggling, typically at the cavitation instability of GTN at high
+    triaxiality, where point tangents turn strongly negative), the residual gets
+    ``eta (u - u_n)`` and the tangent ``eta I`` with ``eta = stabilization * E_ferrite *
+    initial / increment``. The work of these forces is reported relative to the macroscopic work
+    (``RVEResult.stabilization_energy_fraction``) so its effect on a label can be judged;
+    ``stabilization = 0`` switches it off.
+    """
 
     initial: float = 2e-3
     maximum: float = 1e-2
@@ -99,6 +116,8 @@ class LoadStepping:
     cut: float = 0.5
     max_newton: int = 10
     max_halvings: int = 3
+    stabilization: float = 1e-3
+    stabilize_below: float = 1e-3
     easy_newton: int = 4
     tolerance: float = 1e-5
 
@@ -129,6 +148,7 @@ class RVEResult:
     n_cuts: int
     seconds: dict[str, float] = field(default_factory=dict)
     newton_errors: list[list[float]] = field(default_factory=list)
+    stabilization_energy_fraction: float = 0.0
 
 
 def material_point_tension(params: GTNParameters, strain_steps: np.ndarray,
@@ -239,6 +259,8 @@ class GTNRVE:
         seconds = {"constitutive": 0.0, "assembly": 0.0, "solve": 0.0}
         n_newton = n_cuts = 0
         newton_errors: list[list[float]] = []
+        identity = sp.identity(self.fe.n_dofs, format="csr")
+        damping_work = macro_work = 0.0
         step = st.initial
         status = "converged"
         sigma_ref = self.phases[0].sigma_y
@@ -251,6 +273,8 @@ class GTNRVE:
             macro_try = macro + dmacro_rate * d_exx
             macro_try[0] = target
             ok, iterations, errors = False, 0, []
+            damping = (st.stabilization * self.phases[0].E * st.initial / d_exx
+                       if d_exx < st.stabilize_below else 0.0)
             for iterations in range(1, st.max_newton + 1):
                 t0 = time.perf_counter()
                 update = gtn_update(self._strains(u_try, macro_try), state, self.phases, phase)
@@ -265,6 +289,8 @@ class GTNRVE:
                 if not np.all(update.converged):
                     break
                 residual_u, mean_stress = self._residual(update.stress[:, [0, 1, 3]])
+                if damping:
+                    residual_u = residual_u + damping * (u_try - u)
                 scale = max(abs(mean_stress[0]), sigma_ref)
                 errors.append(max(np.abs(residual_u).max() / (scale / self.size),
                                   np.abs(mean_stress[1:]).max() / scale))
@@ -276,6 +302,8 @@ class GTNRVE:
                     break  # diverging: cut the step now rather than after max_newton iterations
                 t1 = time.perf_counter()
                 matrix, k_u_e, k_e_u, k_e_e = self._tangent(update.tangent)
+                if damping:
+                    matrix = matrix + damping * identity
                 t2 = time.perf_counter()
                 seconds["assembly"] += t2 - t1
                 self.solver.factorize(matrix)
@@ -299,6 +327,8 @@ class GTNRVE:
                 continue
 
             du_rate, dmacro_rate = (u_try - u) / d_exx, (macro_try - macro) / d_exx
+            damping_work += damping * float((u_try - u) @ (u_try - u))
+            macro_work += 0.5 * (history["stress"][-1] + mean_stress[0]) * d_exx
             u, macro, state = u_try, macro_try, update.state
             mean_void = float(state.f.mean())
             history["strain"].append(macro[0])
@@ -327,4 +357,5 @@ class GTNRVE:
             load_drop_strain=load_drop_strain, tensile_strength=float(stress.max()),
             void_map=void_map, status=status, n_increments=len(strain) - 1, n_newton=n_newton,
             n_cuts=n_cuts, seconds=seconds, newton_errors=newton_errors,
+            stabilization_energy_fraction=damping_work / macro_work if macro_work > 0 else 0.0,
         )
