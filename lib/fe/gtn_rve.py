@@ -100,9 +100,9 @@ class LoadStepping:
     stresses (relative to the mean stress).
 
     Stabilization (the automatic stabilization of static problems in Abaqus/Standard, a viscous
-    force on the displacement increment): once an increment is smaller than ``stabilize_below``
-    (the solver is struggling, typically at the cavitation instability of GTN at high
-    triaxiality, where point tangents turn strongly negative), the residual gets
+    force on the displacement increment), a last resort: once an increment is cut below
+    ``stabilize_below`` (the run would otherwise fail, typically at the cavitation instability of
+    GTN at high triaxiality, where point tangents turn strongly negative), the residual gets
     ``eta (u - u_n)`` and the tangent ``eta I`` with ``eta = stabilization * E_ferrite *
     initial / increment``. The work of these forces is reported relative to the macroscopic work
     (``RVEResult.stabilization_energy_fraction``) so its effect on a label can be judged;
@@ -116,8 +116,8 @@ class LoadStepping:
     cut: float = 0.5
     max_newton: int = 10
     max_halvings: int = 3
-    stabilization: float = 1e-3
-    stabilize_below: float = 1e-3
+    stabilization: float = 3e-3
+    stabilize_below: float = 1e-4
     easy_newton: int = 4
     tolerance: float = 1e-5
 
