@@ -26,7 +26,9 @@ the stage stores, per sample:
                           "failed: <reason>" (GTNRVE's reason, or the exception raised);
                           ``converged`` = not failed
 ``stabilization_energy_fraction`` work of the viscous stabilization / macroscopic work (0 when the
-                          run never needed it; see ``LoadStepping``)
+                          run never needed it; see ``LoadStepping``); ``stabilized_from`` the
+                          E_xx where it was switched on (NaN if never): a criterion reached
+                          before it is unaffected
 ``n_increments``, ``n_newton``, ``n_cuts``, ``seconds`` (wall per sample) and the split
 ``seconds_constitutive``, ``seconds_assembly``, ``seconds_solve``.
 
@@ -95,7 +97,7 @@ __all__ = [
 STAGE_NAME = "fracture_labels"
 
 #: Bump when the labelling changes in a way that changes the stored labels (part of the key).
-FRACTURE_LABELS_VERSION = 2
+FRACTURE_LABELS_VERSION = 3
 
 #: Points per stored history (increments + 1). The prototype of SPEC A2 needed up to ~600
 #: increments at 64x64 and ~2,000 at 128x128 before adaptive stepping; longer runs are thinned.
@@ -303,7 +305,7 @@ def _empty_sample(grid: int, max_len: int) -> dict[str, Any]:
         "history_length": 0, "history_thinned": False,
         "status": "failed: not run", "converged": False,
         "n_increments": 0, "n_newton": 0, "n_cuts": 0, "seconds": 0.0,
-        "stabilization_energy_fraction": np.nan,
+        "stabilization_energy_fraction": np.nan, "stabilized_from": np.nan,
     }
     for key in _HISTORY_KEYS:
         out[f"history_{key}"] = np.full(max_len, np.nan)
@@ -355,7 +357,8 @@ def _from_result(result: RVEResult, criteria: FractureCriteria, grid: int,
     out.update(status=status[:_MAX_STATUS], converged=not failed,
                n_increments=int(result.n_increments), n_newton=int(result.n_newton),
                n_cuts=int(result.n_cuts),
-               stabilization_energy_fraction=float(result.stabilization_energy_fraction))
+               stabilization_energy_fraction=float(result.stabilization_energy_fraction),
+               stabilized_from=float(result.stabilized_from))
     for key in _SECONDS_KEYS:
         out[f"seconds_{key}"] = float(result.seconds.get(key, 0.0))
     return out

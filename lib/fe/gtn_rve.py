@@ -102,7 +102,8 @@ class LoadStepping:
     Stabilization (the automatic stabilization of static problems in Abaqus/Standard, a viscous
     force on the displacement increment), a last resort: once an increment is cut below
     ``stabilize_below`` (the run would otherwise fail, typically at the cavitation instability of
-    GTN at high triaxiality, where point tangents turn strongly negative), the residual gets
+    GTN at high triaxiality, where point tangents turn strongly negative), and from then on for
+    the rest of the run (switching it off again makes the steps oscillate), the residual gets
     ``eta (u - u_n)`` and the tangent ``eta I`` with ``eta = stabilization * E_ferrite *
     initial / increment``. The work of these forces is reported relative to the macroscopic work
     (``RVEResult.stabilization_energy_fraction``) so its effect on a label can be judged;
@@ -131,7 +132,10 @@ class RVEResult:
     f̄_crit (NaN if not reached); load_drop_strain: E_xx where the mean stress has dropped by
     ``load_drop`` below its peak (NaN if not reached); tensile_strength: peak mean sigma_xx (MPa);
     void_map: (N, N) element-mean void volume fraction at the first increment with f̄ >= f̄_crit
-    (or at the end); status: "converged" or "failed: <reason>"; counters and timings.
+    (or at the end); status: "converged" or "failed: <reason>"; counters and timings;
+    stabilization_energy_fraction: work of the viscous stabilization over the macroscopic work of
+    the whole run; stabilized_from: E_xx at which the stabilization was switched on (NaN if
+    never): a criterion reached before it is unaffected by it.
     """
 
     strain: np.ndarray
@@ -149,6 +153,7 @@ class RVEResult:
     seconds: dict[str, float] = field(default_factory=dict)
     newton_errors: list[list[float]] = field(default_factory=list)
     stabilization_energy_fraction: float = 0.0
+    stabilized_from: float = float("nan")
 
 
 def material_point_tension(params: GTNParameters, strain_steps: np.ndarray,
@@ -261,6 +266,7 @@ class GTNRVE:
         newton_errors: list[list[float]] = []
         identity = sp.identity(self.fe.n_dofs, format="csr")
         damping_work = macro_work = 0.0
+        stabilized, stabilized_from = False, float("nan")
         step = st.initial
         status = "converged"
         sigma_ref = self.phases[0].sigma_y
@@ -273,8 +279,9 @@ class GTNRVE:
             macro_try = macro + dmacro_rate * d_exx
             macro_try[0] = target
             ok, iterations, errors = False, 0, []
-            damping = (st.stabilization * self.phases[0].E * st.initial / d_exx
-                       if d_exx < st.stabilize_below else 0.0)
+            if not stabilized and d_exx < st.stabilize_below:  # once on, on for the rest of the run
+                stabilized, stabilized_from = True, float(macro[0])
+            damping = st.stabilization * self.phases[0].E * st.initial / d_exx if stabilized else 0.0
             for iterations in range(1, st.max_newton + 1):
                 t0 = time.perf_counter()
                 update = gtn_update(self._strains(u_try, macro_try), state, self.phases, phase)
@@ -358,4 +365,5 @@ class GTNRVE:
             void_map=void_map, status=status, n_increments=len(strain) - 1, n_newton=n_newton,
             n_cuts=n_cuts, seconds=seconds, newton_errors=newton_errors,
             stabilization_energy_fraction=damping_work / macro_work if macro_work > 0 else 0.0,
+            stabilized_from=stabilized_from,
         )
