@@ -28,6 +28,11 @@ EXPECTED_OUTPUTS: dict[str, dict[str, list[str]]] = {
         "figures": ["02_fracture_strain_vs_fraction", "02_strength_vs_fracture_strain",
                     "02_stress_strain_curves", "02_void_maps", "02_label_sensitivity"],
         "stages": ["dual_phase_db", "fracture_labels"]},
+    "06_resnet_gradram": {
+        "figures": ["06_training_curves", "06_parity", "06_accuracy_vs_paper", "06_stem_comparison",
+                    "06_gradram_case1", "06_gradram_case2", "06_gradram_case3", "06_gradram_sanity"],
+        "stages": ["stochastic_db", "homogenization_labels", "regressor_case1", "regressor_case2",
+                   "regressor_case3"]},
     "03_fe_homogenization_labels": {
         "figures": ["03_property_distributions", "03_property_scatters", "03_expansion_vs_stiffness"],
         "stages": ["stochastic_db", "homogenization_labels"]},

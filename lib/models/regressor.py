@@ -7,18 +7,26 @@ downloaded here, so the paper's "transfer learning" is replaced by training from
 
 On a 128x128 input the standard stem (7x7 conv stride 2, 3x3 max-pool stride 2) and the four
 stages (strides 1, 2, 2, 2) leave a 4x4 last feature map, so Grad-RAM on it can only draw 16
-blocks. The *stem variants* trade compute for finer last maps (SPEC B4):
+blocks. The *stem variants* trade compute for finer last maps (SPEC B4; cost per training
+image on 2 CPU cores, ``bench/resnet.py``):
 
 ==============  ==========================================  =========  ===========  =====
 stem            first layers                                 layer3     layer4       cost
 ==============  ==========================================  =========  ===========  =====
 ``standard``    7x7/2 conv, 3x3/2 max-pool (torchvision's)   8x8        4x4          1x
-``no_maxpool``  7x7/2 conv, no max-pool                      16x16      8x8          ~4x
-``stride1``     3x3/1 conv, no max-pool (CIFAR-style)        32x32      16x16        ~16x
+``no_maxpool``  7x7/2 conv, no max-pool                      16x16      8x8          ~3-4x
+``stride1``     3x3/1 conv, no max-pool (CIFAR-style)        32x32      16x16        ~14-23x
 ==============  ==========================================  =========  ===========  =====
 
 A fourth option costs nothing: Grad-RAM on ``layer3`` of the ``standard`` network (8x8);
 :func:`explained_layer` returns the block to explain for a (stem, layer) pair.
+
+``periodic=True`` pads every convolution (and the stem's max-pool) circularly instead of with
+zeros. The microstructures and their FE labels are periodic, so the image has no boundary; with
+zero padding the network can tell where the image edge is and its Grad-RAM maps pick up a
+fixed, structure-independent pattern tied to the edges. Circular padding makes every layer
+commute with periodic shifts (exactly for shifts by a multiple of the network's total stride),
+so a map can only come from the structure.
 
 >>> model = build_regressor(2, stem="no_maxpool")
 >>> tuple(model(torch.zeros(3, 1, 128, 128)).shape)
@@ -60,11 +68,15 @@ def _check_stem(stem: str) -> None:
         raise ValueError(f"unknown stem {stem!r}: choose one of {', '.join(STEMS)}")
 
 
-def build_regressor(n_outputs: int, stem: str = "standard", seed: int | None = None) -> nn.Module:
+def build_regressor(n_outputs: int, stem: str = "standard", seed: int | None = None,
+                    periodic: bool = False, zero_init_residual: bool = False) -> nn.Module:
     """A from-scratch torchvision ResNet-18 mapping ``(n, 1, N, N)`` images to ``(n, n_outputs)``.
 
     ``stem`` picks the first layers (module docstring); ``seed``, if given, makes the initial
-    weights reproducible without touching the global RNG stream of the caller.
+    weights reproducible without touching the global RNG stream of the caller; ``periodic``
+    pads circularly (module docstring). The padding changes no weight shapes, so a state dict
+    loads into either kind. ``zero_init_residual`` starts every residual block as the identity
+    (torchvision's option: the last BatchNorm of each block has zero scale).
     """
     if isinstance(n_outputs, bool) or not isinstance(n_outputs, (int, np.integer)) or n_outputs < 1:
         raise ValueError(f"n_outputs must be a positive integer, got {n_outputs!r}")
@@ -72,7 +84,8 @@ def build_regressor(n_outputs: int, stem: str = "standard", seed: int | None = N
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(int(seed))
-        model = resnet18(weights=None, num_classes=int(n_outputs))
+        model = resnet18(weights=None, num_classes=int(n_outputs),
+                         zero_init_residual=bool(zero_init_residual))
         if stem == "stride1":
             model.conv1 = nn.Conv2d(1, 64, kernel_size=3, stride=1, padding=1, bias=False)
         else:
@@ -80,7 +93,15 @@ def build_regressor(n_outputs: int, stem: str = "standard", seed: int | None = N
         nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
         if stem != "standard":
             model.maxpool = nn.Identity()
+    if periodic:
+        for module in model.modules():
+            if isinstance(module, nn.Conv2d) and any(p > 0 for p in module.padding):
+                module.padding_mode = "circular"
+        if stem == "standard":
+            model.maxpool = nn.Sequential(nn.CircularPad2d(1),
+                                          nn.MaxPool2d(kernel_size=3, stride=2, padding=0))
     model.stem = stem  # recorded for explained_layer / caching
+    model.periodic = bool(periodic)
     return model
 
 

@@ -1,0 +1,282 @@
+"""Grad-RAM heatmaps and critical regions (SPEC B4, paper 002 eqs. 4-5 and Fig. 3).
+
+Grad-RAM is Grad-CAM for a regression output y: the gradients dy/dA_k of the output with
+respect to the feature maps A_k of a convolutional block are global-average-pooled into
+channel weights alpha_k (eq. 5), and the map is ReLU(sum_k alpha_k A_k) (eq. 4). captum's
+``LayerGradCam`` with ``relu_attributions=True`` computes exactly that; this module only picks
+the block, the output and its sign, upsamples the map to the image with captum's
+``LayerAttribution.interpolate``, and post-processes:
+
+* "positive" means "raises the explained output", so a case that *minimizes* its property
+  (Case 3, thermal expansion) explains ``-alpha`` (``sign=-1``);
+* each map is min-max normalized to [0, 1], as Grad-CAM maps usually are for display and
+  thresholding (a constant map becomes zero: no NaN). With a linear regression head the
+  mean of a last-layer map is the prediction minus the bias, so a map can carry a large
+  uniform part; dividing by the maximum alone would leave it nearly flat at any threshold;
+* the X and Y maps are binarized at ``threshold`` (``map >= threshold``, threshold in (0, 1])
+  and intersected (AND) into the *critical region*.
+
+A sanity check the paper does not make (Adebayo et al. 2018, "Sanity checks for saliency
+maps"): :func:`randomized_copy` re-initializes the weights, and :func:`map_similarity` gives
+the Spearman rank correlation and SSIM of two maps, so a notebook can show that the maps
+depend on the trained weights and on the input.
+"""
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from captum.attr import LayerAttribution, LayerGradCam
+from torch import nn
+
+from lib.models.regressor import explained_layer, images_to_tensor
+
+__all__ = [
+    "gradram_maps",
+    "normalize_maps",
+    "binarize",
+    "critical_region",
+    "case_heatmaps",
+    "select_outliers",
+    "randomized_copy",
+    "map_similarity",
+    "sanity_check",
+]
+
+
+class _Signed(nn.Module):
+    """``sign * model(x)``: explain the decrease of an output as a positive map."""
+
+    def __init__(self, model: nn.Module, sign: float) -> None:
+        super().__init__()
+        self.model, self.sign = model, float(sign)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.sign * self.model(x)
+
+
+def gradram_maps(model: nn.Module, images: Any, output: int = 0, layer: str = "layer4",
+                 sign: float = 1.0, upsample: str = "bilinear", batch_size: int = 32,
+                 normalize: bool = True) -> np.ndarray:
+    """Grad-RAM maps ``(n, N, N)`` of ``model``'s output ``output`` for binary ``images``.
+
+    ``layer``: residual stage explained (``"layer4"``, the last convolutional block, as in the
+    paper; or ``"layer3"``). ``sign=-1`` explains ``-output``. Maps are non-negative (ReLU),
+    upsampled to the image size with ``upsample`` (``"bilinear"`` or ``"nearest"``) and, if
+    ``normalize``, min-max normalized to [0, 1] (:func:`normalize_maps`).
+    """
+    x_all = images_to_tensor(images, image_size=None)
+    if sign not in (1, -1, 1.0, -1.0):
+        raise ValueError(f"sign must be +1 or -1, got {sign!r}")
+    n_out = _n_outputs(model)
+    if isinstance(output, bool) or not isinstance(output, (int, np.integer)) or not 0 <= output < n_out:
+        raise ValueError(f"output must be an index in [0, {n_out - 1}], got {output!r}")
+    if upsample not in ("bilinear", "nearest", "bicubic"):
+        raise ValueError(f"upsample must be 'bilinear', 'nearest' or 'bicubic', got {upsample!r}")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    cam = LayerGradCam(_Signed(model, sign), explained_layer(model, layer))
+    size = tuple(x_all.shape[-2:])
+    out = []
+    try:
+        for start in range(0, len(x_all), batch_size):
+            x = x_all[start:start + batch_size].to(device)
+            attr = cam.attribute(x, target=int(output), relu_attributions=True)
+            attr = LayerAttribution.interpolate(attr.detach(), size, interpolate_mode=upsample)
+            out.append(attr[:, 0].clamp_min(0.0).float().cpu())  # bicubic can undershoot
+    finally:
+        model.train(was_training)
+    maps = torch.cat(out).numpy().astype(np.float64)
+    return normalize_maps(maps) if normalize else maps
+
+
+def _n_outputs(model: nn.Module) -> int:
+    fc = getattr(model, "fc", None)
+    if not isinstance(fc, nn.Linear):
+        raise ValueError("model must be a ResNet regressor from lib.models.regressor.build_regressor")
+    return fc.out_features
+
+
+def normalize_maps(maps: np.ndarray) -> np.ndarray:
+    """Each map min-max scaled to [0, 1]: ``(m - min) / (max - min)``; a constant map gives zeros.
+
+    >>> normalize_maps(np.array([[[1.0, 3.0, 2.0]], [[5.0, 5.0, 5.0]]])).tolist()
+    [[[0.0, 1.0, 0.5]], [[0.0, 0.0, 0.0]]]
+    """
+    m = np.asarray(maps, dtype=np.float64)
+    single = m.ndim == 2
+    m = m[None] if single else m
+    if m.ndim != 3:
+        raise ValueError(f"maps must have shape (n, H, W) or (H, W), got {np.shape(maps)}")
+    if not np.isfinite(m).all():
+        raise ValueError("maps contain NaN or inf")
+    flat = m.reshape(len(m), -1)
+    lo = flat.min(axis=1)[:, None, None]
+    span = flat.max(axis=1)[:, None, None] - lo
+    out = np.divide(m - lo, span, out=np.zeros_like(m), where=span > 0)
+    return out[0] if single else out
+
+
+def _check_threshold(threshold: float) -> float:
+    t = float(threshold)
+    if not 0.0 < t <= 1.0:
+        raise ValueError(f"threshold must lie in (0, 1] (maps are normalized to [0, 1]), "
+                         f"got {threshold!r}")
+    return t
+
+
+def binarize(maps: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Boolean mask ``normalize_maps(maps) >= threshold``.
+
+    >>> binarize(np.array([[0.0, 0.4, 1.0]]), 0.5).tolist()
+    [[False, False, True]]
+    """
+    return normalize_maps(maps) >= _check_threshold(threshold)
+
+
+def critical_region(map_x: np.ndarray, map_y: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """The paper's critical region: binarized X map AND binarized Y map (same threshold)."""
+    mx, my = np.asarray(map_x), np.asarray(map_y)
+    if mx.shape != my.shape:
+        raise ValueError(f"X map {mx.shape} and Y map {my.shape} must have the same shape")
+    return binarize(mx, threshold) & binarize(my, threshold)
+
+
+def case_heatmaps(trained: Any, images: Any, threshold: float = 0.5, layer: str | None = None,
+                  upsample: str = "bilinear") -> dict[str, np.ndarray]:
+    """X and Y maps, their binarizations and the critical region of a trained case.
+
+    ``trained`` is a :class:`lib.models.training.TrainedCase`; its case's ``explain_sign``
+    (``-1`` for Case 3) and, unless ``layer`` is given, its recipe's Grad-RAM layer are used.
+    Returns ``map_x``, ``map_y`` (normalized, ``(n, N, N)``), ``bin_x``, ``bin_y``, ``region``.
+    """
+    layer = trained.recipe.gradram_layer if layer is None else layer
+    maps = {}
+    for j, axis in enumerate("xy"):
+        model, k = trained.model_for(j)
+        maps[f"map_{axis}"] = gradram_maps(model, images, output=k, layer=layer,
+                                           sign=trained.case.explain_sign, upsample=upsample)
+    maps["bin_x"] = binarize(maps["map_x"], threshold)
+    maps["bin_y"] = binarize(maps["map_y"], threshold)
+    maps["region"] = maps["bin_x"] & maps["bin_y"]
+    return maps
+
+
+def select_outliers(values_xy: np.ndarray, goal: str, fraction: float = 0.1) -> np.ndarray:
+    """Indices of the exceptional samples of a case, best first (SPEC B5).
+
+    ``values_xy`` ``(n, 2)`` are the case's X and Y properties; for ``goal="max"`` a sample is
+    as good as its *weaker* direction (``min(X, Y)``, top ``fraction``), for ``goal="min"`` as
+    its worse one (``max(X, Y)``, bottom ``fraction``).
+    """
+    v = np.asarray(values_xy, dtype=np.float64)
+    if v.ndim != 2 or v.shape[1] != 2 or len(v) == 0:
+        raise ValueError(f"values_xy must have shape (n, 2), got {v.shape}")
+    if not np.isfinite(v).all():
+        raise ValueError("values_xy contain NaN or inf")
+    if goal not in ("max", "min"):
+        raise ValueError(f"goal must be 'max' or 'min', got {goal!r}")
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must lie in (0, 1], got {fraction!r}")
+    score = v.min(axis=1) if goal == "max" else -v.max(axis=1)
+    k = max(1, int(np.ceil(fraction * len(v))))
+    return np.argsort(-score, kind="stable")[:k]
+
+
+# --------------------------------------------------------------------------------------------
+# sanity checks (Adebayo et al. 2018)
+# --------------------------------------------------------------------------------------------
+def randomized_copy(model: nn.Module, seed: int = 0) -> nn.Module:
+    """A deep copy of ``model`` with every layer's weights re-initialized (same architecture).
+
+    This is the "full model randomization" test of Adebayo et al. (2018): maps that survive it
+    do not depend on what the network learned. The new weights are drawn as torchvision
+    initializes a ResNet before training (Kaiming-normal convolutions, unit BatchNorm, default
+    linear head), so the copy is the network as it was before it learned anything.
+    """
+    clone = copy.deepcopy(model)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        for module in clone.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.BatchNorm2d):
+                module.reset_parameters()  # weight 1, bias 0, running stats reset
+            elif isinstance(module, nn.Linear):
+                module.reset_parameters()
+    clone.eval()
+    return clone
+
+
+def map_similarity(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    """Spearman rank correlation and SSIM of two maps (each normalized to [0, 1] first).
+
+    Rank correlation ignores the maps' scale; SSIM compares their local structure. Two equal
+    maps give 1 for both; a constant map has no ranks, so its rank correlation is 0.
+    """
+    from scipy.stats import spearmanr
+    from skimage.metrics import structural_similarity
+
+    ma, mb = normalize_maps(a), normalize_maps(b)
+    if ma.shape != mb.shape or ma.ndim != 2:
+        raise ValueError(f"maps must be two (H, W) arrays of one shape, got {ma.shape}, {mb.shape}")
+    if np.ptp(ma) == 0 or np.ptp(mb) == 0:
+        rho = 1.0 if np.array_equal(ma, mb) else 0.0
+    else:
+        rho = float(spearmanr(ma.ravel(), mb.ravel()).statistic)
+    ssim = float(structural_similarity(ma, mb, data_range=1.0))
+    return {"spearman": rho, "ssim": ssim}
+
+
+def sanity_check(model: nn.Module, images: Any, output: int = 0, layer: str = "layer4",
+                 sign: float = 1.0, seed: int = 0, shift: int = 20) -> dict[str, Any]:
+    """Similarity of Grad-RAM maps under three changes, over ``images`` (at least 2).
+
+    * ``randomized``: the same image, the model's weights re-initialized (should be low);
+    * ``other_input``: image i against image i+1 (different structures: should be low);
+    * ``shifted``: image i against image i rolled periodically by ``shift`` pixels, its map
+      rolled back (a positive control: the labels are shift-invariant, so this should be high).
+      The default 20 px is no multiple of any network's stride, so even a circularly padded
+      network is only approximately equivariant to it and the check is not trivially passed.
+
+    Returns per check the per-image ``spearman`` and ``ssim`` arrays and their means.
+    """
+    x = images_to_tensor(images, image_size=None).numpy()[:, 0]
+    if len(x) < 2:
+        raise ValueError("sanity_check needs at least 2 images")
+    kw = dict(output=output, layer=layer, sign=sign)
+    trained = gradram_maps(model, x, **kw)
+    random = gradram_maps(randomized_copy(model, seed), x, **kw)
+    rolled = np.roll(x, (shift, shift), axis=(1, 2))
+    shifted = np.roll(gradram_maps(model, rolled, **kw), (-shift, -shift), axis=(1, 2))
+    pairs = {
+        "randomized": [(trained[i], random[i]) for i in range(len(x))],
+        "other_input": [(trained[i], trained[(i + 1) % len(x)]) for i in range(len(x))],
+        "shifted": [(trained[i], shifted[i]) for i in range(len(x))],
+    }
+    out: dict[str, Any] = {"maps": {"trained": trained, "randomized": random, "shifted": shifted}}
+    for name, items in pairs.items():
+        sims = [map_similarity(a, b) for a, b in items]
+        rho = np.array([s["spearman"] for s in sims])
+        ssim = np.array([s["ssim"] for s in sims])
+        out[name] = {"spearman": rho, "ssim": ssim,
+                     "spearman_mean": float(rho.mean()), "ssim_mean": float(ssim.mean())}
+    return out
+
+
+def similarity_rows(result: Mapping[str, Any], checks: Sequence[str] = ("randomized",
+                    "other_input", "shifted")) -> list[dict[str, float]]:
+    """Table rows (check, mean and sd of Spearman and SSIM) from :func:`sanity_check`."""
+    rows = []
+    for name in checks:
+        r = result[name]
+        rows.append({"check": name, "spearman_mean": float(np.mean(r["spearman"])),
+                     "spearman_sd": float(np.std(r["spearman"])),
+                     "ssim_mean": float(np.mean(r["ssim"])), "ssim_sd": float(np.std(r["ssim"]))})
+    return rows

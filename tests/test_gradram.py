@@ -1,0 +1,137 @@
+"""Grad-RAM (SPEC B4): captum maps, normalization, binarization, critical region, sanity checks."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lib.explain.gradram import (binarize, critical_region, gradram_maps, map_similarity,
+                                 normalize_maps, randomized_copy, sanity_check, select_outliers)
+from lib.models.regressor import build_regressor
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def model() -> torch.nn.Module:
+    """A small-output ResNet with a few BatchNorm statistics from real-looking inputs."""
+    net = build_regressor(2, stem="standard", seed=0)
+    net.train()
+    with torch.no_grad():  # non-trivial running statistics
+        net(torch.from_numpy(_images(8, seed=9)).float().unsqueeze(1))
+    return net.eval()
+
+
+def _images(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    # blobby binary structures: a thresholded smoothed noise field
+    from scipy.ndimage import gaussian_filter
+
+    field = gaussian_filter(rng.standard_normal((n, 128, 128)), sigma=(0, 4, 4), mode="wrap")
+    return (field > np.quantile(field, 0.6, axis=(1, 2), keepdims=True)).astype(np.uint8)
+
+
+@pytest.mark.parametrize("layer", ["layer3", "layer4"])
+def test_maps_are_nonnegative_normalized_128(model, layer: str) -> None:
+    maps = gradram_maps(model, _images(3), output=0, layer=layer)
+    assert maps.shape == (3, 128, 128)
+    assert np.isfinite(maps).all() and maps.min() >= 0.0 and maps.max() <= 1.0
+    raw = gradram_maps(model, _images(3), output=0, layer=layer, normalize=False)
+    assert raw.min() >= 0.0  # ReLU (relu_attributions=True)
+    np.testing.assert_allclose(normalize_maps(raw), maps)
+
+
+def test_maps_change_with_the_explained_output(model) -> None:
+    imgs = _images(2)
+    x, y = gradram_maps(model, imgs, output=0), gradram_maps(model, imgs, output=1)
+    assert not np.allclose(x, y)
+    pos, neg = gradram_maps(model, imgs, 0, sign=1), gradram_maps(model, imgs, 0, sign=-1)
+    assert not np.allclose(pos, neg)
+
+
+def test_gradram_is_the_weighted_feature_map(model) -> None:
+    """Eqs. 4-5 on layer4: gradients of a linear head are fc weights / Z, so the map is CAM."""
+    imgs = _images(1)
+    feats = {}
+    hook = model.layer4.register_forward_hook(lambda _m, _i, out: feats.__setitem__("a", out))
+    with torch.no_grad():
+        model(torch.from_numpy(imgs).float().unsqueeze(1))
+    hook.remove()
+    a = feats["a"][0]                                  # (512, 4, 4)
+    alpha = model.fc.weight[1] / a[0].numel()          # dy/dA_k,ij pooled (eq. 5)
+    expected = torch.relu((alpha[:, None, None] * a).sum(0)).detach()
+    got = gradram_maps(model, imgs, output=1, upsample="nearest", normalize=False)[0]
+    np.testing.assert_allclose(got[::32, ::32], expected.numpy(), rtol=1e-4, atol=1e-7)
+
+
+def test_constant_input_gives_no_nan(model) -> None:
+    for value in (0, 1):
+        maps = gradram_maps(model, np.full((2, 128, 128), value, dtype=np.uint8), output=0)
+        assert np.isfinite(maps).all()
+        assert maps.min() >= 0.0 and maps.max() <= 1.0
+    assert np.array_equal(normalize_maps(np.zeros((1, 4, 4))), np.zeros((1, 4, 4)))
+
+
+def test_critical_region_is_the_intersection() -> None:
+    rng = np.random.default_rng(0)
+    mx, my = rng.random((2, 16, 16)), rng.random((2, 16, 16))
+    for t in (0.3, 0.5, 0.8):
+        region = critical_region(mx, my, t)
+        np.testing.assert_array_equal(region, binarize(mx, t) & binarize(my, t))
+        np.testing.assert_array_equal(binarize(mx, t), normalize_maps(mx) >= t)
+    # a higher threshold gives a smaller (nested) region
+    assert (critical_region(mx, my, 0.8) <= critical_region(mx, my, 0.5)).all()
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.zeros((2, 64, 60), dtype=np.uint8), "square"),
+    (np.zeros((2, 3, 128, 128)), "shape"),
+    (np.full((1, 128, 128), 0.5), "binary"),
+    (np.full((1, 128, 128), 2, dtype=np.uint8), "binary"),
+])
+def test_bad_input_gives_clear_error(model, bad, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        gradram_maps(model, bad)
+
+
+def test_bad_arguments(model) -> None:
+    imgs = _images(1)
+    with pytest.raises(ValueError, match="output"):
+        gradram_maps(model, imgs, output=2)
+    with pytest.raises(ValueError, match="sign"):
+        gradram_maps(model, imgs, sign=0.5)
+    with pytest.raises(ValueError, match="layer"):
+        gradram_maps(model, imgs, layer="fc")
+    with pytest.raises(ValueError, match="threshold"):
+        binarize(np.ones((2, 2)), 0.0)
+    with pytest.raises(ValueError, match="same shape"):
+        critical_region(np.ones((4, 4)), np.ones((4, 5)))
+
+
+def test_select_outliers() -> None:
+    v = np.array([[1.0, 9.0], [5.0, 5.0], [8.0, 2.0], [4.0, 4.5]])
+    assert select_outliers(v, "max", 0.5).tolist() == [1, 3]  # best weaker direction
+    assert select_outliers(v, "min", 0.25).tolist() == [3]    # lowest worse direction
+    with pytest.raises(ValueError, match="NaN"):
+        select_outliers(np.array([[np.nan, 1.0]]), "max")
+
+
+def test_similarity_measures() -> None:
+    rng = np.random.default_rng(1)
+    a = rng.random((32, 32))
+    same = map_similarity(a, a)
+    assert same["spearman"] == pytest.approx(1.0) and same["ssim"] == pytest.approx(1.0)
+    other = map_similarity(a, rng.random((32, 32)))
+    assert abs(other["spearman"]) < 0.2 and other["ssim"] < 0.3
+    assert map_similarity(np.zeros((8, 8)), a[:8, :8])["spearman"] == 0.0
+
+
+def test_randomized_copy_and_sanity_check(model) -> None:
+    clone = randomized_copy(model, seed=1)
+    assert not torch.equal(clone.fc.weight, model.fc.weight)
+    assert torch.equal(model.fc.weight, model.fc.weight.clone())  # original untouched
+    result = sanity_check(model, _images(2), output=0)
+    for check in ("randomized", "other_input", "shifted"):
+        assert result[check]["spearman"].shape == (2,)
+        assert np.isfinite(result[check]["ssim"]).all()
+    assert result["maps"]["trained"].shape == (2, 128, 128)
