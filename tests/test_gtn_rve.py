@@ -9,8 +9,8 @@ from lib.fe.gtn_rve import (
     FractureCriteria,
     GTNRVE,
     LoadStepping,
-    _crossing,
     bbar_operator,
+    first_crossing,
     material_point_tension,
 )
 
@@ -63,8 +63,8 @@ def test_laminate_along_x_is_the_mixture_of_its_layers():
 def test_crossing_interpolates_the_first_rise():
     x = np.array([0.0, 1.0, 2.0, 3.0])
     y = np.array([0.0, 0.2, 0.6, 0.4])
-    assert _crossing(x, y, 0.4) == pytest.approx(1.5)
-    assert np.isnan(_crossing(x, y, 0.7))
+    assert first_crossing(x, y, 0.4) == pytest.approx(1.5)
+    assert np.isnan(first_crossing(x, y, 0.7))
 
 
 @pytest.mark.parametrize("img, message", [

@@ -63,7 +63,7 @@ from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
 
 from lib.fe.gtn_material import FERRITE, MARTENSITE, GTNParameters
-from lib.fe.gtn_rve import GTNRVE, FractureCriteria, LoadStepping, RVEResult
+from lib.fe.gtn_rve import GTNRVE, FractureCriteria, LoadStepping, RVEResult, first_crossing
 from lib.fe.pixel_mesh import check_binary_image
 from lib.profiles import Profile, get_profile
 from lib.stages import chunked_stage, load_stage, read_key
@@ -208,21 +208,6 @@ def _rows(values: Any, length: Any, name: str) -> tuple[list[np.ndarray], bool]:
     return [row[:k] for row, k in zip(arr, lengths)], False
 
 
-def _first_rise(x: np.ndarray, y: np.ndarray, level: np.ndarray | float) -> float:
-    """Linear interpolation of the first x where y >= level (level may vary per point)."""
-    level = np.broadcast_to(np.asarray(level, dtype=float), y.shape)
-    above = np.nonzero(y >= level)[0]
-    if above.size == 0:
-        return float("nan")
-    i = int(above[0])
-    if i == 0:
-        return float(x[0])
-    # y - level changes sign between i-1 and i; level is that of point i (running peaks are
-    # constant across a falling step, so this is exact for load_drop_strain_at)
-    lvl = level[i]
-    return float(x[i - 1] + (lvl - y[i - 1]) / (y[i] - y[i - 1]) * (x[i] - x[i - 1]))
-
-
 def fracture_strain_at(strain: Any, mean_void: Any, mean_void_critical: float,
                        length: Any = None) -> np.ndarray | float:
     """Strain at which the mean void fraction first reaches ``mean_void_critical``.
@@ -242,7 +227,7 @@ def fracture_strain_at(strain: Any, mean_void: Any, mean_void_critical: float,
     ys, _ = _rows(mean_void, length, "mean_void")
     if len(xs) != len(ys) or any(a.shape != b.shape for a, b in zip(xs, ys)):
         raise ValueError("strain and mean_void histories must have the same shape")
-    out = np.array([_first_rise(x, y, float(mean_void_critical)) if x.size else np.nan
+    out = np.array([first_crossing(x, y, float(mean_void_critical)) if x.size else np.nan
                     for x, y in zip(xs, ys)])
     return float(out[0]) if single else out
 
@@ -274,7 +259,7 @@ def load_drop_strain_at(strain: Any, stress: Any, drop: float,
         loaded = peak > 0
         # -y rises to -(1 - drop) peak where the load has dropped; ignore the unloaded start
         level = np.where(loaded, -(1 - drop) * peak, np.inf)
-        out[k] = _first_rise(x, np.where(loaded, -y, -np.inf), level)
+        out[k] = first_crossing(x, np.where(loaded, -y, -np.inf), level)
     return float(out[0]) if single else out
 
 

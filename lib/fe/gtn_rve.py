@@ -190,15 +190,21 @@ def material_point_tension(params: GTNParameters, strain_steps: np.ndarray,
     return out[:, 0], out[:, 1], out[:, 2]
 
 
-def _crossing(x: np.ndarray, y: np.ndarray, level: float) -> float:
-    """Linear interpolation of the first x where y rises to ``level`` (y[0] < level)."""
+def first_crossing(x: np.ndarray, y: np.ndarray, level: np.ndarray | float) -> float:
+    """Linear interpolation of the first x where y rises to ``level`` (NaN if it never does).
+
+    ``level`` may vary from point to point (a running peak, for load drops): the level of the
+    first point at or above it is used, which is exact while the level is constant across that
+    step.
+    """
+    level = np.broadcast_to(np.asarray(level, dtype=float), np.shape(y))
     above = np.nonzero(y >= level)[0]
     if above.size == 0:
         return float("nan")
-    i = above[0]
+    i = int(above[0])
     if i == 0:
         return float(x[0])
-    return float(x[i - 1] + (level - y[i - 1]) / (y[i] - y[i - 1]) * (x[i] - x[i - 1]))
+    return float(x[i - 1] + (level[i] - y[i - 1]) / (y[i] - y[i - 1]) * (x[i] - x[i - 1]))
 
 
 class GTNRVE:
@@ -355,12 +361,12 @@ class GTNRVE:
         mean_void = np.asarray(history["void"])
         peak = int(np.argmax(stress))
         drop_level = -(1 - crit.load_drop) * stress[peak]
-        load_drop_strain = _crossing(strain[peak:], -stress[peak:], drop_level) if peak < len(stress) - 1 else float("nan")
+        load_drop_strain = first_crossing(strain[peak:], -stress[peak:], drop_level) if peak < len(stress) - 1 else float("nan")
         if void_map is None:
             void_map = self.fe.cells_to_pixels(state.f.reshape(-1, 4).mean(axis=1))
         return RVEResult(
             strain=strain, stress=stress, lateral_strain=np.asarray(history["lateral"]), mean_void=mean_void,
-            fracture_strain=_crossing(strain, mean_void, crit.mean_void_critical),
+            fracture_strain=first_crossing(strain, mean_void, crit.mean_void_critical),
             load_drop_strain=load_drop_strain, tensile_strength=float(stress.max()),
             void_map=void_map, status=status, n_increments=len(strain) - 1, n_newton=n_newton,
             n_cuts=n_cuts, seconds=seconds, newton_errors=newton_errors,
