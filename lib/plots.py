@@ -425,7 +425,7 @@ def plot_gradram_panels(images, maps, case, values=None, threshold: float = 0.5,
         raise ValueError(f"need n >= 1 images matching the maps, got {imgs.shape} and "
                          f"{maps['map_x'].shape}")
     sign = "" if case.goal == "max" else "−"
-    fig, axes = plt.subplots(n, 4, figsize=(9.2, 2.35 * n + 0.5), squeeze=False)
+    fig, axes = plt.subplots(n, 4, figsize=(9.2, 2.55 * n + 0.5), squeeze=False)
     for i in range(n):
         title = f"#{indices[i]}" if indices is not None else f"sample {i}"
         if values is not None:
@@ -497,7 +497,7 @@ def plot_gradram_sanity(images, result, n_show: int = 3) -> "matplotlib.figure.F
     if n == 0:
         raise ValueError("no images to draw")
     maps = result["maps"]
-    fig, axes = plt.subplots(n, 4, figsize=(9.2, 2.4 * n + 0.6), squeeze=False)
+    fig, axes = plt.subplots(n, 4, figsize=(9.2, 2.75 * n + 0.6), squeeze=False)
     for i in range(n):
         ax = axes[i, 0]
         ax.imshow(imgs[i], cmap="gray", vmin=0, vmax=1, interpolation="nearest")

@@ -235,28 +235,35 @@ def map_similarity(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
 
 
 def sanity_check(model: nn.Module, images: Any, output: int = 0, layer: str = "layer4",
-                 sign: float = 1.0, seed: int = 0, shift: int = 20) -> dict[str, Any]:
+                 sign: float = 1.0, seeds: Sequence[int] = (0, 1, 2), shift: int = 20
+                 ) -> dict[str, Any]:
     """Similarity of Grad-RAM maps under three changes, over ``images`` (at least 2).
 
-    * ``randomized``: the same image, the model's weights re-initialized (should be low);
+    * ``randomized``: the same image, the model's weights re-initialized, once per seed in
+      ``seeds`` (should be low; one random network can give all-zero maps, whose rank
+      correlation is 0, so several are drawn);
     * ``other_input``: image i against image i+1 (different structures: should be low);
     * ``shifted``: image i against image i rolled periodically by ``shift`` pixels, its map
       rolled back (a positive control: the labels are shift-invariant, so this should be high).
       The default 20 px is no multiple of any network's stride, so even a circularly padded
       network is only approximately equivariant to it and the check is not trivially passed.
 
-    Returns per check the per-image ``spearman`` and ``ssim`` arrays and their means.
+    Returns per check the per-pair ``spearman`` and ``ssim`` arrays (``randomized``: seed-major,
+    ``len(seeds) * n``) and their means, and the maps (``randomized``: the first seed's).
     """
     x = images_to_tensor(images, image_size=None).numpy()[:, 0]
     if len(x) < 2:
         raise ValueError("sanity_check needs at least 2 images")
     kw = dict(output=output, layer=layer, sign=sign)
+    if not len(seeds):
+        raise ValueError("seeds must name at least one re-initialization")
     trained = gradram_maps(model, x, **kw)
-    random = gradram_maps(randomized_copy(model, seed), x, **kw)
+    randoms = [gradram_maps(randomized_copy(model, s), x, **kw) for s in seeds]
+    random = randoms[0]
     rolled = np.roll(x, (shift, shift), axis=(1, 2))
     shifted = np.roll(gradram_maps(model, rolled, **kw), (-shift, -shift), axis=(1, 2))
     pairs = {
-        "randomized": [(trained[i], random[i]) for i in range(len(x))],
+        "randomized": [(trained[i], r[i]) for r in randoms for i in range(len(x))],
         "other_input": [(trained[i], trained[(i + 1) % len(x)]) for i in range(len(x))],
         "shifted": [(trained[i], shifted[i]) for i in range(len(x))],
     }
