@@ -495,6 +495,21 @@ else:  # pragma: no cover - exercised only without numba
     _jit_inline = _jit
 
 
+@_jit_inline
+def _fstar_slope(f, fc, slope):
+    """Effective porosity f* (Tvergaard & Needleman 1984) and df*/df."""
+    if f > fc:
+        return fc + slope * (f - fc), slope
+    return f, 1.0
+
+
+@_jit_inline
+def _nucleation_rate(eb, fN, eN, sN):
+    """Chu & Needleman (1980) strain-controlled nucleation rate A(ebar) = df_n / d ebar."""
+    z = (eb - eN) / sN
+    return fN / (sN * 2.5066282746310002) * math.exp(-0.5 * z * z)
+
+
 @_jit
 def _gtn_system(dep, deq, deb, dfv, ptr, qtr, ebn, fn,
                 Kb, G, hK, he, hn, q1, q2, q3, fN, eN, sN, fc, slope):
@@ -513,14 +528,9 @@ def _gtn_system(dep, deq, deb, dfv, ptr, qtr, ebn, fn,
     base = he + eb
     s = hK * base ** hn
     h = hn * s / base
-    if f > fc:
-        fs = fc + slope * (f - fc)
-        g = slope
-    else:
-        fs = f
-        g = 1.0
+    fs, g = _fstar_slope(f, fc, slope)
     z = (eb - eN) / sN
-    A = fN / (sN * 2.5066282746310002) * math.exp(-0.5 * z * z)
+    A = _nucleation_rate(eb, fN, eN, sN)
     dA = -A * z / sN
     x = 1.5 * q2 * p / s
     x = min(max(x, -_X_CLIP), _X_CLIP)
@@ -794,8 +804,7 @@ def _be_point(e0, e1, e2, ep, ebn, fn, pr, tol, yield_tol, max_iter, max_ls,
     deb = (p * dep + q * deq) / ((1.0 - fn) * sn)
     if not deb > 0.0:
         deb = 0.0
-    z = (ebn + deb - eN) / sN
-    dfv = (1.0 - fn) * dep + fN / (sN * 2.5066282746310002) * math.exp(-0.5 * z * z) * deb
+    dfv = (1.0 - fn) * dep + _nucleation_rate(ebn + deb, fN, eN, sN) * deb
     if fn + dfv > f_cap:
         dfv = f_cap - fn
     if fn + dfv < 0.0:
@@ -897,7 +906,7 @@ def _be_point(e0, e1, e2, ep, ebn, fn, pr, tol, yield_tol, max_iter, max_ls,
         ncol = 4
         ebw = ebn + deb
         zz = (ebw - eN) / sN
-        Aw = fN / (sN * 2.5066282746310002) * math.exp(-0.5 * zz * zz)
+        Aw = _nucleation_rate(ebw, fN, eN, sN)
         rhs[0, 2] = -out[6]                                   # -dR1/dsM dsM/debar
         rhs[1, 2] = -out[10]
         rhs[2, 2] = -(1.0 - fnew) * hn * s / (he + ebw) * deb  # -(1 - f) h deb
@@ -1003,14 +1012,8 @@ def _hardening_modulus(s0, s1, s2, s3, eb, f, d0, d1, d2, pr):
     fc = pr[12]; slope = pr[14]
     sM = hK * (he + eb) ** hn
     h = hn * sM / (he + eb)
-    if f > fc:
-        fs = fc + slope * (f - fc)
-        g = slope
-    else:
-        fs = f
-        g = 1.0
-    z = (eb - eN) / sN
-    A = fN / (sN * 2.5066282746310002) * math.exp(-0.5 * z * z)
+    fs, g = _fstar_slope(f, fc, slope)
+    A = _nucleation_rate(eb, fN, eN, sN)
     p = (s0 + s1 + s2) / 3.0
     a0 = s0 - p; a1 = s1 - p; a2 = s2 - p
     q = math.sqrt(1.5 * (a0 * a0 + a1 * a1 + a2 * a2 + 2.0 * s3 * s3))
