@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from lib.explain.gradram import (binarize, critical_region, gradram_maps, map_similarity,
-                                 normalize_maps, randomized_copy, sanity_check, select_outliers)
+                                 normalize_maps, randomized_copy, sanity_check, select_outliers,
+                                 upsample_periodic)
 from lib.models.regressor import build_regressor
 
 torch.set_num_threads(1)
@@ -62,6 +63,26 @@ def test_gradram_is_the_weighted_feature_map(model) -> None:
     expected = torch.relu((alpha[:, None, None] * a).sum(0)).detach()
     got = gradram_maps(model, imgs, output=1, upsample="nearest", normalize=False)[0]
     np.testing.assert_allclose(got[::32, ::32], expected.numpy(), rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic", "nearest"])
+def test_periodic_upsampling_commutes_with_cell_shifts(mode: str) -> None:
+    """Rolling the coarse 4x4 map by one cell rolls the 128x128 map by 32 px; no seam."""
+    coarse = torch.rand(2, 1, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    up = upsample_periodic(coarse, (128, 128), mode)
+    assert up.shape == (2, 1, 128, 128)
+    rolled = upsample_periodic(torch.roll(coarse, (1, -1), dims=(2, 3)), (128, 128), mode)
+    np.testing.assert_allclose(rolled.numpy(), np.roll(up.numpy(), (32, -32), axis=(2, 3)), atol=1e-12)
+    if mode == "bilinear":  # exactly the bilinear interpolation of the periodic continuation
+        x = (np.arange(128) + 0.5) / 32 - 0.5
+        i0 = np.floor(x).astype(int)
+        w = np.zeros((128, 4))
+        np.add.at(w, (np.arange(128), i0 % 4), 1 - (x - i0))
+        np.add.at(w, (np.arange(128), (i0 + 1) % 4), x - i0)
+        expected = np.einsum("ia,nab,jb->nij", w, coarse.numpy()[:, 0], w)
+        np.testing.assert_allclose(up.numpy()[:, 0], expected, atol=1e-12)
+    with pytest.raises(ValueError, match="multiple"):
+        upsample_periodic(coarse, (126, 126))
 
 
 def test_constant_input_gives_no_nan(model) -> None:

@@ -36,6 +36,7 @@ from lib.models.regressor import explained_layer, images_to_tensor
 
 __all__ = [
     "gradram_maps",
+    "upsample_periodic",
     "normalize_maps",
     "binarize",
     "critical_region",
@@ -60,13 +61,15 @@ class _Signed(nn.Module):
 
 def gradram_maps(model: nn.Module, images: Any, output: int = 0, layer: str = "layer4",
                  sign: float = 1.0, upsample: str = "bilinear", batch_size: int = 32,
-                 normalize: bool = True) -> np.ndarray:
+                 normalize: bool = True, periodic: bool = True) -> np.ndarray:
     """Grad-RAM maps ``(n, N, N)`` of ``model``'s output ``output`` for binary ``images``.
 
     ``layer``: residual stage explained (``"layer4"``, the last convolutional block, as in the
     paper; or ``"layer3"``). ``sign=-1`` explains ``-output``. Maps are non-negative (ReLU),
-    upsampled to the image size with ``upsample`` (``"bilinear"`` or ``"nearest"``) and, if
-    ``normalize``, min-max normalized to [0, 1] (:func:`normalize_maps`).
+    upsampled to the image size with ``upsample`` (``"bilinear"``, ``"bicubic"`` or
+    ``"nearest"``) — ``periodic`` (the structures are periodic cells) wraps the coarse map
+    around its edges first (:func:`upsample_periodic`) — and, if ``normalize``, min-max
+    normalized to [0, 1] (:func:`normalize_maps`).
     """
     x_all = images_to_tensor(images, image_size=None)
     if sign not in (1, -1, 1.0, -1.0):
@@ -86,12 +89,35 @@ def gradram_maps(model: nn.Module, images: Any, output: int = 0, layer: str = "l
         for start in range(0, len(x_all), batch_size):
             x = x_all[start:start + batch_size].to(device)
             attr = cam.attribute(x, target=int(output), relu_attributions=True)
-            attr = LayerAttribution.interpolate(attr.detach(), size, interpolate_mode=upsample)
+            attr = upsample_periodic(attr.detach(), size, upsample) if periodic else \
+                LayerAttribution.interpolate(attr.detach(), size, interpolate_mode=upsample)
             out.append(attr[:, 0].clamp_min(0.0).float().cpu())  # bicubic can undershoot
     finally:
         model.train(was_training)
     maps = torch.cat(out).numpy().astype(np.float64)
     return normalize_maps(maps) if normalize else maps
+
+
+def upsample_periodic(maps: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
+    """Upsample coarse maps ``(n, 1, m, m)`` of a periodic cell to ``(n, 1, *size)``.
+
+    Plain interpolation clamps at the edges, so a feature that straddles the cell boundary
+    is drawn as two half-blobs with a seam. Here the coarse map is padded circularly by two
+    cells, interpolated with captum's ``LayerAttribution.interpolate`` at the same scale, and
+    the padding cropped off: the result is the interpolation of the periodically continued
+    map, and rolling the coarse map by one cell rolls the output by ``size / m`` pixels.
+    ``size`` must be a multiple of the coarse size (it is for the ResNet stages).
+    """
+    m_y, m_x = maps.shape[-2:]
+    if size[0] % m_y or size[1] % m_x:
+        raise ValueError(f"periodic upsampling needs the image size {tuple(size)} to be a "
+                         f"multiple of the map size {(m_y, m_x)}")
+    s_y, s_x = size[0] // m_y, size[1] // m_x
+    pad = 2
+    padded = torch.nn.functional.pad(maps, (pad, pad, pad, pad), mode="circular")
+    big = LayerAttribution.interpolate(padded, ((m_y + 2 * pad) * s_y, (m_x + 2 * pad) * s_x),
+                                       interpolate_mode=mode)
+    return big[..., pad * s_y:pad * s_y + size[0], pad * s_x:pad * s_x + size[1]]
 
 
 def _n_outputs(model: nn.Module) -> int:
