@@ -5,6 +5,10 @@ labels them with the GTN RVE on both ``--grids`` (block-mean coarsening of the 1
 and prints Spearman's rank correlation between the grids and the median relative change of
 the fracture strain (f̄ criterion), the load-drop strain and the tensile strength.
 
+Failed runs are listed with their reason and the strain they reached, and all labels of both
+grids are saved (``--out``, default ``results/bench/gtn_grid_agreement_<g1>_<g2>.npz``) so the
+comparison can be re-read without re-running it.
+
 Usage:  python bench/gtn_grid_agreement.py [--grids 32 64] [--per-category 10] [--profile default]
 """
 from __future__ import annotations
@@ -32,6 +36,7 @@ def main() -> None:
     parser.add_argument("--per-category", type=int, default=10)
     parser.add_argument("--profile", default="default")
     parser.add_argument("--n-jobs", type=int, default=-1)
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
     data = load_stage(dual_phase_dataset(args.profile))
@@ -45,8 +50,21 @@ def main() -> None:
     for grid in args.grids:
         t0 = time.perf_counter()
         labels[grid] = label_structures(images, grid, criteria, n_jobs=args.n_jobs)
+        lab = labels[grid]
         print(f"grid {grid}: {len(images)} structures in {time.perf_counter() - t0:.0f} s, "
-              f"failed {int((~labels[grid]['converged']).sum())}")
+              f"failed {int((~lab['converged']).sum())}, median {np.median(lab['seconds']):.1f} s "
+              f"per structure")
+        for i in np.flatnonzero(~lab["converged"]):
+            print(f"  {DUAL_PHASE_CATEGORIES[data['category'][picks[i]]]:<10} #{picks[i]:<5} "
+                  f"f_M {images[i].mean():.2f}: {lab['status'][i]} (stabilization work "
+                  f"{lab['stabilization_energy_fraction'][i]:.1%})")
+    out = args.out or Path("results/bench") / f"gtn_grid_agreement_{args.grids[0]}_{args.grids[1]}.npz"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out, picks=picks, category=data["category"][picks], **{
+        f"g{grid}_{key}": value for grid in args.grids for key, value in labels[grid].items()
+        if key in QUANTITIES + ("converged", "seconds", "strain_reached", "n_increments",
+                                "stabilization_energy_fraction")})
+    print(f"labels saved to {out}")
     coarse, fine = (labels[g] for g in args.grids)
     print(f"\n{len(images)} structures ({args.per_category} per category), grids {args.grids[0]} vs {args.grids[1]}")
     print(f"{'quantity':<20}{'Spearman rho':>14}{'median |change|':>17}{'n':>5}")
