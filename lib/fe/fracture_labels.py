@@ -667,7 +667,10 @@ def describe_choices(path: Path) -> str:
         f"q3 = q1² = {ferrite['q3']:g} (Tvergaard 1982); strain-controlled nucleation "
         f"fN = {ferrite['fN']:g}, εN = {ferrite['eN']:g}, sN = {ferrite['sN']:g} "
         f"(Chu & Needleman 1980); coalescence fc = {ferrite['fc']:g}, fF = {ferrite['fF']:g} "
-        f"(Tvergaard & Needleman 1984); f0 = {ferrite['f0']:g}; the same in both phases.",
+        f"(Tvergaard & Needleman 1984); initial porosity f0 = {ferrite['f0']:g} (inclusions "
+        f"and processing voids of steel sheet, e.g. Santos et al. 2019; with f0 = 0 constrained "
+        f"ferrite cavitates abruptly and the static solver stalls, see BENCHMARKS.md); the same "
+        f"in both phases.",
         f"- **Fracture criterion:** the fracture strain is the strain at which the mean void "
         f"volume fraction over the RVE reaches f̄_crit = {desc['mean_void_critical']:g} (the "
         f"paper's criterion, whose value it does not print; a fully failed one-pixel band adds "
