@@ -36,7 +36,8 @@ def both(**changes: float) -> tuple[GTNParameters, GTNParameters]:
 
 VARIANTS: dict[str, tuple[GTNParameters, GTNParameters]] = {
     "reference": (FERRITE, MARTENSITE),
-    "f0 = 0.001 (initial porosity)": both(f0=0.001),
+    "f0 = 0 (void-free start)": both(f0=0.0),
+    "f0 = 0.002": both(f0=0.002),
     "eN = 0.2 (earlier nucleation)": both(eN=0.2),
     "fN = 0.02 (half the nucleated voids)": both(fN=0.02),
     "fc = 0.10, fF = 0.20": both(fc=0.10, fF=0.20),
