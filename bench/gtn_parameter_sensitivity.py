@@ -41,8 +41,8 @@ VARIANTS: dict[str, tuple[GTNParameters, GTNParameters]] = {
     "eN = 0.2 (earlier nucleation)": both(eN=0.2),
     "fN = 0.02 (half the nucleated voids)": both(fN=0.02),
     "fc = 0.10, fF = 0.20": both(fc=0.10, fF=0.20),
-    "martensite sigma_y 1500 MPa": (FERRITE, GTNParameters.swift(sigma_y=1500.0, n=0.1, eps0=0.01,
-                                                                  name="martensite")),
+    "martensite sigma_y 1500 MPa": (FERRITE, GTNParameters.swift(
+        sigma_y=1500.0, n=MARTENSITE.n, eps0=MARTENSITE.eps0, f0=MARTENSITE.f0, name="martensite")),
 }
 
 

@@ -365,9 +365,10 @@ _NPAR = 16
 #   Tvergaard & Needleman (1984) Acta Metall 32:157.
 # * fc = 0.15, fF = 0.25: Tvergaard & Needleman (1984).
 # * f0 = 0.001 in both phases: SPEC A2 gives no initial porosity.  Steel sheet
-#   carries inclusions and processing voids of this order (image analysis of
-#   DP600/DP800 sheet: Santos et al. (2019) J Mater Res Technol 8:644, their
-#   Table 5; GTN models of steels commonly start at f0 ~ 1e-4-2e-3), and the
+#   carries inclusions and processing voids (Santos et al. (2019) J Mater Res
+#   Technol 8:644 measure the initial void fractions of DP600/DP800 sheet by
+#   image analysis and start their GTN models from them), GTN models of steels
+#   commonly start at f0 ~ 1e-4 to 2e-3, and we take 1e-3 within that range; the
 #   choice matters numerically: with f0 = 0 a constrained ferrite pocket builds
 #   up p ~ 4-5 sM with almost no porosity and then cavitates abruptly (the static
 #   solver stalled on 50 of the 800 default structures, 6.2 %); with f0 = 0.001
