@@ -30,6 +30,17 @@ from lib.stages import load_stage  # noqa: E402
 QUANTITIES = ("fracture_strain", "load_drop_strain", "tensile_strength")
 
 
+def pick_structures(profile: str, per_category: int, seed: int = 0) -> tuple[dict, np.ndarray]:
+    """The profile's dual-phase dataset and ``per_category`` random indices of each category
+    (category-major, drawn with ``seed``): the structures every Part A bench compares on."""
+    data = load_stage(dual_phase_dataset(profile))
+    rng = np.random.default_rng(seed)
+    picks = np.concatenate([
+        rng.choice(np.nonzero(data["category"] == code)[0], per_category, replace=False)
+        for code in range(len(DUAL_PHASE_CATEGORIES))])
+    return data, picks
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--grids", type=int, nargs=2, default=(32, 64))
@@ -39,11 +50,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
-    data = load_stage(dual_phase_dataset(args.profile))
-    rng = np.random.default_rng(0)
-    picks = np.concatenate([
-        rng.choice(np.nonzero(data["category"] == code)[0], args.per_category, replace=False)
-        for code in range(len(DUAL_PHASE_CATEGORIES))])
+    data, picks = pick_structures(args.profile, args.per_category)
     images = data["images"][picks]
     criteria = profile_criteria(args.profile)
     labels = {}

@@ -25,8 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lib.fe.fracture_labels import label_structures, profile_criteria  # noqa: E402
 from lib.fe.gtn_material import FERRITE, MARTENSITE, GTNParameters  # noqa: E402
-from lib.microstructures.dual_phase import DUAL_PHASE_CATEGORIES, dual_phase_dataset  # noqa: E402
-from lib.stages import load_stage  # noqa: E402
+from lib.microstructures.dual_phase import DUAL_PHASE_CATEGORIES  # noqa: E402
+
+from gtn_grid_agreement import pick_structures  # noqa: E402  (bench/ is on sys.path)
 
 
 def both(**changes: float) -> tuple[GTNParameters, GTNParameters]:
@@ -54,11 +55,7 @@ def main() -> None:
     parser.add_argument("--n-jobs", type=int, default=-1)
     args = parser.parse_args()
 
-    data = load_stage(dual_phase_dataset(args.profile))
-    rng = np.random.default_rng(0)
-    picks = np.concatenate([
-        rng.choice(np.nonzero(data["category"] == code)[0], args.per_category, replace=False)
-        for code in range(len(DUAL_PHASE_CATEGORIES))])
+    data, picks = pick_structures(args.profile, args.per_category)
     images, category = data["images"][picks], data["category"][picks]
     fraction = data["martensite_fraction"][picks]
     grains = category != DUAL_PHASE_CATEGORIES.index("laminated")
