@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from lib.explain.gradram import (binarize, critical_region, gradram_maps, map_similarity,
+                                 reference_activations,
                                  normalize_maps, randomized_copy, sanity_check, select_outliers,
                                  upsample_periodic)
 from lib.models.regressor import build_regressor
@@ -156,3 +157,65 @@ def test_randomized_copy_and_sanity_check(model) -> None:
         assert result[check]["spearman"].shape == ((6,) if check == "randomized" else (2,))
         assert np.isfinite(result[check]["ssim"]).all()
     assert result["maps"]["trained"].shape == (2, 128, 128)
+
+
+def test_reference_activations_are_channel_means(model) -> None:
+    imgs = _images(3)
+    feats = {}
+    hook = model.layer4.register_forward_hook(lambda _m, _i, out: feats.__setitem__("a", out))
+    with torch.no_grad():
+        model(torch.from_numpy(imgs).float().unsqueeze(1))
+    hook.remove()
+    ref = reference_activations(model, imgs, batch_size=2)   # two batches of unequal size
+    assert ref.shape == (512,)
+    np.testing.assert_allclose(ref, feats["a"].double().mean(dim=(0, 2, 3)).numpy(), rtol=1e-5,
+                               atol=1e-7)
+
+
+def test_referenced_map_is_complete_on_the_last_block(model) -> None:
+    """With a linear head the signed map sums to y(x) - mean y(reference) (DeepLIFT-style)."""
+    refs, imgs = _images(6, seed=3), _images(2, seed=4)
+    ref = reference_activations(model, refs)
+    signed = gradram_maps(model, imgs, output=1, upsample="nearest", normalize=False,
+                          reference=ref, relu=False)
+    with torch.no_grad():
+        y = model(torch.from_numpy(imgs).float().unsqueeze(1))[:, 1].numpy()
+        y_ref = model(torch.from_numpy(refs).float().unsqueeze(1))[:, 1].mean().item()
+    np.testing.assert_allclose(signed[:, ::32, ::32].sum(axis=(1, 2)), y - y_ref, rtol=1e-4,
+                               atol=1e-6)
+    # the ReLU map keeps the positive part; -y flips the sign of the signed map
+    pos = gradram_maps(model, imgs, output=1, upsample="nearest", normalize=False, reference=ref)
+    np.testing.assert_allclose(pos, np.maximum(signed, 0.0), atol=1e-7)
+    neg = gradram_maps(model, imgs, output=1, sign=-1, upsample="nearest", normalize=False,
+                       reference=ref, relu=False)
+    np.testing.assert_allclose(neg, -signed, atol=1e-7)
+
+
+def test_reference_gives_evidence_where_zero_gives_none() -> None:
+    """An output that every feature raises: -y has no positive evidence from zero, some from
+    a reference (the Case 3 situation), and the model itself is left unchanged."""
+    net = build_regressor(1, stem="standard", seed=2).eval()
+    with torch.no_grad():
+        net.fc.weight.abs_()                 # features >= 0 after ReLU: y rises with each
+    imgs, refs = _images(2, seed=5), _images(6, seed=6)
+    assert gradram_maps(net, imgs, sign=-1, normalize=False).max() == 0.0
+    ref = reference_activations(net, refs)
+    maps = gradram_maps(net, imgs, sign=-1, reference=ref)
+    assert maps.max() == pytest.approx(1.0) and maps.min() == 0.0
+    assert isinstance(net.layer4, torch.nn.Sequential) and len(net.layer4) == 2  # untouched
+
+
+def test_bad_reference(model) -> None:
+    with pytest.raises(ValueError, match="one mean activation per channel"):
+        gradram_maps(model, _images(1), reference=np.zeros(7))
+    with pytest.raises(ValueError, match="NaN"):
+        gradram_maps(model, _images(1), reference=np.full(512, np.nan))
+    with pytest.raises(ValueError, match="batch_size"):
+        reference_activations(model, _images(1), batch_size=0)
+
+
+def test_sanity_check_with_reference(model) -> None:
+    result = sanity_check(model, _images(2), output=0, seeds=(0,), reference_images=_images(4, 7))
+    assert result["randomized"]["spearman"].shape == (2,)
+    # a re-initialized network measured from its own reference is not all zero
+    assert result["maps"]["randomized"].max() == pytest.approx(1.0)

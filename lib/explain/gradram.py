@@ -9,6 +9,19 @@ the block, the output and its sign, upsamples the map to the image with captum's
 
 * "positive" means "raises the explained output", so a case that *minimizes* its property
   (Case 3, thermal expansion) explains ``-alpha`` (``sign=-1``);
+* the feature maps can be measured from a *reference*: eq. 4 as printed is
+  ``ReLU(sum_k alpha_k A_k)``, i.e. relative to zero activation. A regressor whose output is
+  built up from non-negative features (after the block's ReLU) by a linear head makes the
+  map a spatial split of ``y - bias`` (Zhou et al. 2016's CAM): for a property that every
+  part of every structure adds to, ``-y`` has no positive evidence anywhere and its ReLU map
+  is all zero. Our Case 3 networks are like that: every layer4 map of ``-alpha`` is zero.
+  With ``reference_images`` the map is ``ReLU(sum_k alpha_k (A_k - Abar_k))``, with
+  ``Abar_k`` the mean activation of channel k over those images (DeepLIFT's reference
+  activations, Shrikumar et al. 2017). On the last block with a linear head the signed map
+  then sums exactly to ``y(x) - mean y(reference)`` (completeness): it splits *why this
+  structure's output differs from the database average* over the cell, which is what an
+  outlier's explanation should say, and it is computed by the same captum ``LayerGradCam``,
+  applied to the block's output shifted by ``-Abar`` (:func:`reference_activations`);
 * each map is min-max normalized to [0, 1], as Grad-CAM maps usually are for display and
   thresholding (a constant map becomes zero: no NaN). With a linear regression head the
   mean of a last-layer map is the prediction minus the bias, so a map can carry a large
@@ -29,13 +42,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from captum.attr import LayerAttribution, LayerGradCam
+from captum.attr import LayerActivation, LayerAttribution, LayerGradCam
 from torch import nn
 
 from lib.models.regressor import explained_layer, images_to_tensor
 
 __all__ = [
     "gradram_maps",
+    "reference_activations",
     "upsample_periodic",
     "normalize_maps",
     "binarize",
@@ -59,19 +73,92 @@ class _Signed(nn.Module):
         return self.sign * self.model(x)
 
 
+class _Shift(nn.Module):
+    """``x + offset`` with a fixed per-channel ``offset`` ``(C,)``."""
+
+    def __init__(self, offset: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("offset", offset.reshape(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.offset
+
+
+def _as_float_batches(images: Any, batch_size: int) -> tuple[torch.Tensor, int]:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return images_to_tensor(images, image_size=None), int(batch_size)
+
+
+def reference_activations(model: nn.Module, images: Any, layer: str = "layer4",
+                          batch_size: int = 32) -> np.ndarray:
+    """Mean activation ``(C,)`` of each channel of ``layer`` over ``images`` and positions.
+
+    ``images``: ``(n, N, N)`` binary structures (e.g. a few hundred training structures). The
+    result is the reference ``Abar_k`` of :func:`gradram_maps`; it belongs to one network
+    (recompute it for a re-initialized copy). Computed with captum's ``LayerActivation``.
+    """
+    x_all, batch_size = _as_float_batches(images, batch_size)
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    probe = LayerActivation(model, explained_layer(model, layer))
+    total, count = None, 0
+    try:
+        with torch.no_grad():
+            for start in range(0, len(x_all), batch_size):
+                act = probe.attribute(x_all[start:start + batch_size].to(device))
+                part = act.double().sum(dim=(0, 2, 3))
+                total = part if total is None else total + part
+                count += act.shape[0] * act.shape[2] * act.shape[3]
+    finally:
+        model.train(was_training)
+    return (total / count).cpu().numpy()
+
+
+def _referenced(model: nn.Module, layer: str, reference: Any) -> tuple[nn.Module, nn.Module]:
+    """A copy of ``model`` whose ``layer`` output passes through ``-Abar`` then ``+Abar``.
+
+    The forward pass is unchanged; the ``-Abar`` module's output is ``A_k - Abar_k`` and the
+    gradient there equals the gradient with respect to ``A_k``, so captum's ``LayerGradCam``
+    on it gives ``sum_k alpha_k (A_k - Abar_k)``. Returns ``(copy, module to explain)``.
+    """
+    device = next(model.parameters()).device
+    ref = torch.as_tensor(np.asarray(reference, dtype=np.float32), device=device)
+    n_channels = _n_channels(model, layer)
+    if ref.ndim != 1 or ref.numel() != n_channels:
+        raise ValueError(f"reference must have shape ({n_channels},) (one mean activation per "
+                         f"channel of {layer}), got {tuple(ref.shape)}")
+    if not torch.isfinite(ref).all():
+        raise ValueError("reference contains NaN or inf")
+    clone = copy.deepcopy(model)
+    centred = _Shift(-ref)
+    setattr(clone, layer, nn.Sequential(explained_layer(clone, layer), centred, _Shift(ref)))
+    return clone.eval(), centred
+
+
+def _n_channels(model: nn.Module, layer: str) -> int:
+    convs = [m for m in explained_layer(model, layer).modules() if isinstance(m, nn.Conv2d)]
+    return convs[-1].out_channels
+
+
 def gradram_maps(model: nn.Module, images: Any, output: int = 0, layer: str = "layer4",
                  sign: float = 1.0, upsample: str = "bilinear", batch_size: int = 32,
-                 normalize: bool = True, periodic: bool = True) -> np.ndarray:
+                 normalize: bool = True, periodic: bool = True, reference: Any = None,
+                 relu: bool = True) -> np.ndarray:
     """Grad-RAM maps ``(n, N, N)`` of ``model``'s output ``output`` for binary ``images``.
 
     ``layer``: residual stage explained (``"layer4"``, the last convolutional block, as in the
-    paper; or ``"layer3"``). ``sign=-1`` explains ``-output``. Maps are non-negative (ReLU),
-    upsampled to the image size with ``upsample`` (``"bilinear"``, ``"bicubic"`` or
-    ``"nearest"``) — ``periodic`` (the structures are periodic cells) wraps the coarse map
-    around its edges first (:func:`upsample_periodic`) — and, if ``normalize``, min-max
-    normalized to [0, 1] (:func:`normalize_maps`).
+    paper; or ``"layer3"``). ``sign=-1`` explains ``-output``. ``reference``: ``None`` for
+    eq. 4 as printed (feature maps measured from zero), or the per-channel reference
+    activations ``(C,)`` of :func:`reference_activations` (module docstring). Maps are
+    non-negative (ReLU; ``relu=False`` returns the signed sum, for diagnosis), upsampled to
+    the image size with ``upsample`` (``"bilinear"``, ``"bicubic"`` or ``"nearest"``) —
+    ``periodic`` (the structures are periodic cells) wraps the coarse map around its edges
+    first (:func:`upsample_periodic`) — and, if ``normalize``, min-max normalized to [0, 1]
+    (:func:`normalize_maps`).
     """
-    x_all = images_to_tensor(images, image_size=None)
+    x_all, batch_size = _as_float_batches(images, batch_size)
     if sign not in (1, -1, 1.0, -1.0):
         raise ValueError(f"sign must be +1 or -1, got {sign!r}")
     n_out = _n_outputs(model)
@@ -79,19 +166,24 @@ def gradram_maps(model: nn.Module, images: Any, output: int = 0, layer: str = "l
         raise ValueError(f"output must be an index in [0, {n_out - 1}], got {output!r}")
     if upsample not in ("bilinear", "nearest", "bicubic"):
         raise ValueError(f"upsample must be 'bilinear', 'nearest' or 'bicubic', got {upsample!r}")
+    if reference is None:
+        net, explained = model, explained_layer(model, layer)
+    else:
+        net, explained = _referenced(model, layer, reference)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    cam = LayerGradCam(_Signed(model, sign), explained_layer(model, layer))
+    cam = LayerGradCam(_Signed(net, sign), explained)
     size = tuple(x_all.shape[-2:])
     out = []
     try:
         for start in range(0, len(x_all), batch_size):
             x = x_all[start:start + batch_size].to(device)
-            attr = cam.attribute(x, target=int(output), relu_attributions=True)
+            attr = cam.attribute(x, target=int(output), relu_attributions=bool(relu))
             attr = upsample_periodic(attr.detach(), size, upsample) if periodic else \
                 LayerAttribution.interpolate(attr.detach(), size, interpolate_mode=upsample)
-            out.append(attr[:, 0].clamp_min(0.0).float().cpu())  # bicubic can undershoot
+            attr = attr[:, 0].clamp_min(0.0) if relu else attr[:, 0]  # bicubic can undershoot
+            out.append(attr.float().cpu())
     finally:
         model.train(was_training)
     maps = torch.cat(out).numpy().astype(np.float64)
@@ -173,19 +265,25 @@ def critical_region(map_x: np.ndarray, map_y: np.ndarray, threshold: float = 0.5
 
 
 def case_heatmaps(trained: Any, images: Any, threshold: float = 0.5, layer: str | None = None,
-                  upsample: str = "bilinear") -> dict[str, np.ndarray]:
+                  upsample: str = "bilinear", reference_images: Any = None
+                  ) -> dict[str, np.ndarray]:
     """X and Y maps, their binarizations and the critical region of a trained case.
 
     ``trained`` is a :class:`lib.models.training.TrainedCase`; its case's ``explain_sign``
     (``-1`` for Case 3) and, unless ``layer`` is given, its recipe's Grad-RAM layer are used.
+    ``reference_images`` ``(m, N, N)`` (e.g. training structures): measure the feature maps
+    from their mean activations (:func:`gradram_maps`); ``None``: from zero (eq. 4 as printed).
     Returns ``map_x``, ``map_y`` (normalized, ``(n, N, N)``), ``bin_x``, ``bin_y``, ``region``.
     """
     layer = trained.recipe.gradram_layer if layer is None else layer
-    maps = {}
+    maps, references = {}, {}
     for j, axis in enumerate("xy"):
         model, k = trained.model_for(j)
+        if reference_images is not None and id(model) not in references:
+            references[id(model)] = reference_activations(model, reference_images, layer)
         maps[f"map_{axis}"] = gradram_maps(model, images, output=k, layer=layer,
-                                           sign=trained.case.explain_sign, upsample=upsample)
+                                           sign=trained.case.explain_sign, upsample=upsample,
+                                           reference=references.get(id(model)))
     maps["bin_x"] = binarize(maps["map_x"], threshold)
     maps["bin_y"] = binarize(maps["map_y"], threshold)
     maps["region"] = maps["bin_x"] & maps["bin_y"]
@@ -261,33 +359,42 @@ def map_similarity(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
 
 
 def sanity_check(model: nn.Module, images: Any, output: int = 0, layer: str = "layer4",
-                 sign: float = 1.0, seeds: Sequence[int] = (0, 1, 2), shift: int = 20
-                 ) -> dict[str, Any]:
+                 sign: float = 1.0, seeds: Sequence[int] = (0, 1, 2), shift: int = 20,
+                 reference_images: Any = None) -> dict[str, Any]:
     """Similarity of Grad-RAM maps under three changes, over ``images`` (at least 2).
 
     * ``randomized``: the same image, the model's weights re-initialized, once per seed in
-      ``seeds`` (should be low; one random network can give all-zero maps, whose rank
-      correlation is 0, so several are drawn);
+      ``seeds`` (should be low; with maps measured from zero, one random network can give
+      all-zero maps, whose rank correlation is 0, so several are drawn);
     * ``other_input``: image i against image i+1 (different structures: should be low);
     * ``shifted``: image i against image i rolled periodically by ``shift`` pixels, its map
       rolled back (a positive control: the labels are shift-invariant, so this should be high).
       The default 20 px is no multiple of any network's stride, so even a circularly padded
       network is only approximately equivariant to it and the check is not trivially passed.
 
-    Returns per check the per-pair ``spearman`` and ``ssim`` arrays (``randomized``: seed-major,
-    ``len(seeds) * n``) and their means, and the maps (``randomized``: the first seed's).
+    ``reference_images``: as in :func:`case_heatmaps`; each network (trained or
+    re-initialized) gets the reference activations of its own. Returns per check the
+    per-pair ``spearman`` and ``ssim`` arrays (``randomized``: seed-major, ``len(seeds) * n``)
+    and their means, and the maps (``randomized``: the first seed's).
     """
     x = images_to_tensor(images, image_size=None).numpy()[:, 0]
     if len(x) < 2:
         raise ValueError("sanity_check needs at least 2 images")
-    kw = dict(output=output, layer=layer, sign=sign)
     if not len(seeds):
         raise ValueError("seeds must name at least one re-initialization")
-    trained = gradram_maps(model, x, **kw)
-    randoms = [gradram_maps(randomized_copy(model, s), x, **kw) for s in seeds]
+
+    def maps_of(net: nn.Module, imgs: np.ndarray, reference: Any = None) -> np.ndarray:
+        if reference is None and reference_images is not None:
+            reference = reference_activations(net, reference_images, layer)
+        return gradram_maps(net, imgs, output=output, layer=layer, sign=sign, reference=reference)
+
+    own_reference = None if reference_images is None else \
+        reference_activations(model, reference_images, layer)
+    trained = maps_of(model, x, own_reference)
+    randoms = [maps_of(randomized_copy(model, s), x) for s in seeds]
     random = randoms[0]
     rolled = np.roll(x, (shift, shift), axis=(1, 2))
-    shifted = np.roll(gradram_maps(model, rolled, **kw), (-shift, -shift), axis=(1, 2))
+    shifted = np.roll(maps_of(model, rolled, own_reference), (-shift, -shift), axis=(1, 2))
     pairs = {
         "randomized": [(trained[i], r[i]) for r in randoms for i in range(len(x))],
         "other_input": [(trained[i], trained[(i + 1) % len(x)]) for i in range(len(x))],
