@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lib.explain.gradram import (binarize, critical_region, gradram_maps, map_similarity,
-                                 reference_activations,
+                                 case_heatmaps, reference_activations, region_agreement,
                                  normalize_maps, randomized_copy, sanity_check, select_outliers,
                                  upsample_periodic)
 from lib.models.regressor import build_regressor
@@ -219,3 +219,23 @@ def test_sanity_check_with_reference(model) -> None:
     assert result["randomized"]["spearman"].shape == (2,)
     # a re-initialized network measured from its own reference is not all zero
     assert result["maps"]["randomized"].max() == pytest.approx(1.0)
+
+
+def test_case_heatmaps_with_reference_and_region_agreement() -> None:
+    """A (one-epoch) Case 3 model: -alpha maps from a reference, regions are the AND."""
+    from lib.models.training import CASES, fit_case, get_recipe
+
+    imgs = _images(10, seed=11)
+    rng = np.random.default_rng(3)
+    labels = {key: rng.uniform(1.0, 2.0, 10) for case in CASES.values() for key in case.label_keys}
+    recipe = get_recipe("smoke", batch_size=4, epochs={"case1": 1, "case2": 1, "case3": 1},
+                        val_fraction=0.25)
+    tc = fit_case(imgs, labels, "case3", recipe, progress=False)
+    assert tc.case.explain_sign == -1
+    maps = case_heatmaps(tc, imgs[:2], threshold=0.5, reference_images=imgs[2:])
+    assert maps["map_x"].shape == (2, 128, 128) and maps["map_x"].max() == pytest.approx(1.0)
+    np.testing.assert_array_equal(maps["region"], maps["bin_x"] & maps["bin_y"])
+    agree = region_agreement(tc, imgs[:2], imgs[2:], threshold=0.5)
+    assert agree["share_reference"] == pytest.approx(maps["region"].mean())
+    assert 0.0 <= agree["iou"] <= 1.0 and 0.0 <= agree["share_zero"] <= 1.0
+    assert region_agreement(tc, imgs[:2], None)["iou"] == 1.0

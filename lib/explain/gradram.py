@@ -55,6 +55,7 @@ __all__ = [
     "binarize",
     "critical_region",
     "case_heatmaps",
+    "region_agreement",
     "select_outliers",
     "randomized_copy",
     "map_similarity",
@@ -288,6 +289,24 @@ def case_heatmaps(trained: Any, images: Any, threshold: float = 0.5, layer: str 
     maps["bin_y"] = binarize(maps["map_y"], threshold)
     maps["region"] = maps["bin_x"] & maps["bin_y"]
     return maps
+
+
+def region_agreement(trained: Any, images: Any, reference_images: Any,
+                     threshold: float = 0.5) -> dict[str, float]:
+    """How much the reference changes a case's critical regions over ``images`` ``(n, N, N)``.
+
+    Returns the mean share of the image in the critical region with maps measured from zero
+    (``share_zero``, eq. 4 as printed) and from ``reference_images``' mean activations
+    (``share_reference``), and the mean intersection over union of the two regions (``iou``;
+    1 where both are empty).
+    """
+    zero = case_heatmaps(trained, images, threshold)["region"]
+    ref = case_heatmaps(trained, images, threshold, reference_images=reference_images)["region"]
+    inter = (zero & ref).sum(axis=(1, 2))
+    union = (zero | ref).sum(axis=(1, 2))
+    iou = np.divide(inter, union, out=np.ones(len(union)), where=union > 0)
+    return {"share_zero": float(zero.mean()), "share_reference": float(ref.mean()),
+            "iou": float(iou.mean())}
 
 
 def select_outliers(values_xy: np.ndarray, goal: str, fraction: float = 0.1) -> np.ndarray:
