@@ -169,6 +169,15 @@ def test_fit_case_per_output_round_trip() -> None:
     rows = accuracy_table([tc], labels)
     assert [r["output"] for r in rows] == ["nu_xy", "nu_yx"]
     assert [r["paper_model"] for r in rows] == [3, 4]
+    # random, reproducible draws from a split (its first rows would be one category)
+    train = tc.database_indices("train")
+    draw = tc.database_sample("train", 3)
+    assert len(draw) == 3 and set(draw) <= set(train)
+    np.testing.assert_array_equal(draw, tc.database_sample("train", 3))
+    assert sorted(tc.database_sample("train", None)) == sorted(train)
+    assert not np.array_equal(tc.database_sample("train", None), tc.database_sample("train", None, seed=1))
+    with pytest.raises(ValueError, match="positive integer"):
+        tc.database_sample("train", 0)
 
 
 def test_missing_labels_error() -> None:

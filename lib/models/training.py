@@ -500,6 +500,20 @@ class TrainedCase:
         idx = self.split[part]
         return idx if self.subset is None else self.subset[idx]
 
+    def database_sample(self, part: str, n: int | None, seed: int = 0) -> np.ndarray:
+        """``n`` database rows of split ``part`` drawn at random (``seed``), in drawn order.
+
+        The splits are sorted and the database is ordered by category, so the *first* rows of
+        a split are one category; a probe or reference set must be drawn like this instead.
+        ``n=None`` (or more than the split holds) gives the whole split, shuffled.
+        """
+        rows = self.database_indices(part)
+        if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1):
+            raise ValueError(f"n must be a positive integer or None, got {n!r}")
+        rng = np.random.default_rng(np.random.SeedSequence([int(self.recipe.seed), int(seed), 23]))
+        order = rng.permutation(len(rows))
+        return rows[order if n is None else order[:int(n)]]
+
     def model_for(self, output: int) -> tuple[nn.Module, int]:
         """``(model, output index in that model)`` for case output 0 (X) or 1 (Y)."""
         for model, outs in zip(self.models, self.outputs_of):
