@@ -239,3 +239,32 @@ def test_case_heatmaps_with_reference_and_region_agreement() -> None:
     assert agree["share_reference"] == pytest.approx(maps["region"].mean())
     assert 0.0 <= agree["iou"] <= 1.0 and 0.0 <= agree["share_zero"] <= 1.0
     assert region_agreement(tc, imgs[:2], None)["iou"] == 1.0
+
+
+def test_shift_average_commutes_with_its_step_and_refines() -> None:
+    """With circular padding, rolling the image by a multiple of the step rolls the
+    shift-averaged map exactly; a one-pass 4x4 map does not follow an 8-px roll."""
+    net = build_regressor(1, stem="standard", seed=4, periodic=True).eval()
+    img = _images(1, seed=8)  # signed maps: a random network's ReLU map can be all zero
+    averaged = gradram_maps(net, img, shift_average=4, normalize=False, relu=False)[0]
+    rolled = gradram_maps(net, np.roll(img, (8, -16), axis=(1, 2)), shift_average=4,
+                          normalize=False, relu=False)[0]
+    np.testing.assert_allclose(rolled, np.roll(averaged, (8, -16), axis=(0, 1)),
+                               rtol=1e-4, atol=1e-6 * np.abs(averaged).max())
+    single = gradram_maps(net, img, normalize=False, relu=False)[0]
+    single_rolled = gradram_maps(net, np.roll(img, 8, axis=1), normalize=False, relu=False)[0]
+    assert not np.allclose(single_rolled, np.roll(single, 8, axis=0),
+                           atol=1e-3 * np.abs(single).max())
+    # a 32-px roll is one whole cell: exact even without averaging
+    whole_cell = gradram_maps(net, np.roll(img, 32, axis=2), normalize=False, relu=False)[0]
+    np.testing.assert_allclose(whole_cell, np.roll(single, 32, axis=1), rtol=1e-4,
+                               atol=1e-6 * np.abs(single).max())
+
+
+def test_shift_average_bad_arguments(model) -> None:
+    with pytest.raises(ValueError, match="divide the feature cell"):
+        gradram_maps(model, _images(1), shift_average=3)
+    with pytest.raises(ValueError, match="positive integer"):
+        gradram_maps(model, _images(1), shift_average=0)
+    with pytest.raises(ValueError, match="periodic"):
+        gradram_maps(model, _images(1), shift_average=2, periodic=False)

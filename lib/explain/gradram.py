@@ -146,7 +146,7 @@ def _n_channels(model: nn.Module, layer: str) -> int:
 def gradram_maps(model: nn.Module, images: Any, output: int = 0, layer: str = "layer4",
                  sign: float = 1.0, upsample: str = "bilinear", batch_size: int = 32,
                  normalize: bool = True, periodic: bool = True, reference: Any = None,
-                 relu: bool = True) -> np.ndarray:
+                 relu: bool = True, shift_average: int = 1) -> np.ndarray:
     """Grad-RAM maps ``(n, N, N)`` of ``model``'s output ``output`` for binary ``images``.
 
     ``layer``: residual stage explained (``"layer4"``, the last convolutional block, as in the
@@ -158,6 +158,14 @@ def gradram_maps(model: nn.Module, images: Any, output: int = 0, layer: str = "l
     ``periodic`` (the structures are periodic cells) wraps the coarse map around its edges
     first (:func:`upsample_periodic`) — and, if ``normalize``, min-max normalized to [0, 1]
     (:func:`normalize_maps`).
+
+    ``shift_average = s > 1`` (periodic cells only): the map is the mean of the maps of the
+    image rolled by every multiple of ``step = cell / s`` pixels in x and y (``cell`` = image
+    size / coarse map size) and rolled back — ``s**2`` passes. A periodic shift leaves the
+    labels unchanged, so every pass explains the same prediction; the average resolves
+    ``step``-pixel detail from a coarse last block and commutes exactly with shifts by
+    multiples of ``step`` (augmentation-based Grad-CAM super-resolution, Morbidelli et al.,
+    ICASSP 2020). ``cell`` must be divisible by ``s``.
     """
     x_all, batch_size = _as_float_batches(images, batch_size)
     if sign not in (1, -1, 1.0, -1.0):
@@ -167,6 +175,12 @@ def gradram_maps(model: nn.Module, images: Any, output: int = 0, layer: str = "l
         raise ValueError(f"output must be an index in [0, {n_out - 1}], got {output!r}")
     if upsample not in ("bilinear", "nearest", "bicubic"):
         raise ValueError(f"upsample must be 'bilinear', 'nearest' or 'bicubic', got {upsample!r}")
+    if isinstance(shift_average, bool) or not isinstance(shift_average, (int, np.integer)) \
+            or shift_average < 1:
+        raise ValueError(f"shift_average must be a positive integer, got {shift_average!r}")
+    if shift_average > 1 and not periodic:
+        raise ValueError("shift_average needs periodic=True: rolling an image is only "
+                         "label-preserving for a periodic cell")
     if reference is None:
         net, explained = model, explained_layer(model, layer)
     else:
@@ -176,15 +190,35 @@ def gradram_maps(model: nn.Module, images: Any, output: int = 0, layer: str = "l
     device = next(model.parameters()).device
     cam = LayerGradCam(_Signed(net, sign), explained)
     size = tuple(x_all.shape[-2:])
+
+    def one_pass(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+        attr = cam.attribute(x, target=int(output), relu_attributions=bool(relu)).detach()
+        coarse = attr.shape[-1]
+        attr = upsample_periodic(attr, size, upsample) if periodic else \
+            LayerAttribution.interpolate(attr, size, interpolate_mode=upsample)
+        return (attr[:, 0].clamp_min(0.0) if relu else attr[:, 0]), coarse  # bicubic undershoots
+
     out = []
     try:
         for start in range(0, len(x_all), batch_size):
             x = x_all[start:start + batch_size].to(device)
-            attr = cam.attribute(x, target=int(output), relu_attributions=bool(relu))
-            attr = upsample_periodic(attr.detach(), size, upsample) if periodic else \
-                LayerAttribution.interpolate(attr.detach(), size, interpolate_mode=upsample)
-            attr = attr[:, 0].clamp_min(0.0) if relu else attr[:, 0]  # bicubic can undershoot
-            out.append(attr.float().cpu())
+            maps, coarse = one_pass(x)
+            if shift_average > 1:
+                cell = size[0] // coarse
+                if cell % shift_average:
+                    raise ValueError(f"shift_average={shift_average} must divide the feature "
+                                     f"cell of {cell} px ({size[0]} px / {coarse} cells)")
+                step = cell // shift_average
+                total = maps.clone()
+                for dy in range(shift_average):
+                    for dx in range(shift_average):
+                        if dy == dx == 0:
+                            continue
+                        s_y, s_x = dy * step, dx * step
+                        part, _ = one_pass(torch.roll(x, (s_y, s_x), dims=(-2, -1)))
+                        total += torch.roll(part, (-s_y, -s_x), dims=(-2, -1))
+                maps = total / shift_average ** 2
+            out.append(maps.float().cpu())
     finally:
         model.train(was_training)
     maps = torch.cat(out).numpy().astype(np.float64)
@@ -266,17 +300,19 @@ def critical_region(map_x: np.ndarray, map_y: np.ndarray, threshold: float = 0.5
 
 
 def case_heatmaps(trained: Any, images: Any, threshold: float = 0.5, layer: str | None = None,
-                  upsample: str = "bilinear", reference_images: Any = None
-                  ) -> dict[str, np.ndarray]:
+                  upsample: str = "bilinear", reference_images: Any = None,
+                  shift_average: int | None = None) -> dict[str, np.ndarray]:
     """X and Y maps, their binarizations and the critical region of a trained case.
 
     ``trained`` is a :class:`lib.models.training.TrainedCase`; its case's ``explain_sign``
     (``-1`` for Case 3) and, unless ``layer`` is given, its recipe's Grad-RAM layer are used.
     ``reference_images`` ``(m, N, N)`` (e.g. training structures): measure the feature maps
     from their mean activations (:func:`gradram_maps`); ``None``: from zero (eq. 4 as printed).
-    Returns ``map_x``, ``map_y`` (normalized, ``(n, N, N)``), ``bin_x``, ``bin_y``, ``region``.
+    ``shift_average``: see :func:`gradram_maps` (``None``: the recipe's). Returns ``map_x``, ``map_y`` (normalized, ``(n, N, N)``), ``bin_x``, ``bin_y``, ``region``.
     """
     layer = trained.recipe.gradram_layer if layer is None else layer
+    if shift_average is None:
+        shift_average = trained.recipe.gradram_shift_average
     maps, references = {}, {}
     for j, axis in enumerate("xy"):
         model, k = trained.model_for(j)
@@ -284,7 +320,8 @@ def case_heatmaps(trained: Any, images: Any, threshold: float = 0.5, layer: str 
             references[id(model)] = reference_activations(model, reference_images, layer)
         maps[f"map_{axis}"] = gradram_maps(model, images, output=k, layer=layer,
                                            sign=trained.case.explain_sign, upsample=upsample,
-                                           reference=references.get(id(model)))
+                                           reference=references.get(id(model)),
+                                           shift_average=shift_average)
     maps["bin_x"] = binarize(maps["map_x"], threshold)
     maps["bin_y"] = binarize(maps["map_y"], threshold)
     maps["region"] = maps["bin_x"] & maps["bin_y"]
@@ -292,7 +329,8 @@ def case_heatmaps(trained: Any, images: Any, threshold: float = 0.5, layer: str 
 
 
 def region_agreement(trained: Any, images: Any, reference_images: Any,
-                     threshold: float = 0.5) -> dict[str, float]:
+                     threshold: float = 0.5, shift_average: int | None = None
+                     ) -> dict[str, float]:
     """How much the reference changes a case's critical regions over ``images`` ``(n, N, N)``.
 
     Returns the mean share of the image in the critical region with maps measured from zero
@@ -300,8 +338,9 @@ def region_agreement(trained: Any, images: Any, reference_images: Any,
     (``share_reference``), and the mean intersection over union of the two regions (``iou``;
     1 where both are empty).
     """
-    zero = case_heatmaps(trained, images, threshold)["region"]
-    ref = case_heatmaps(trained, images, threshold, reference_images=reference_images)["region"]
+    zero = case_heatmaps(trained, images, threshold, shift_average=shift_average)["region"]
+    ref = case_heatmaps(trained, images, threshold, reference_images=reference_images,
+                        shift_average=shift_average)["region"]
     inter = (zero & ref).sum(axis=(1, 2))
     union = (zero | ref).sum(axis=(1, 2))
     iou = np.divide(inter, union, out=np.ones(len(union)), where=union > 0)
@@ -379,7 +418,7 @@ def map_similarity(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
 
 def sanity_check(model: nn.Module, images: Any, output: int = 0, layer: str = "layer4",
                  sign: float = 1.0, seeds: Sequence[int] = (0, 1, 2), shift: int = 20,
-                 reference_images: Any = None) -> dict[str, Any]:
+                 reference_images: Any = None, shift_average: int = 1) -> dict[str, Any]:
     """Similarity of Grad-RAM maps under three changes, over ``images`` (at least 2).
 
     * ``randomized``: the same image, the model's weights re-initialized, once per seed in
@@ -391,7 +430,7 @@ def sanity_check(model: nn.Module, images: Any, output: int = 0, layer: str = "l
       The default 20 px is no multiple of any network's stride, so even a circularly padded
       network is only approximately equivariant to it and the check is not trivially passed.
 
-    ``reference_images``: as in :func:`case_heatmaps`; each network (trained or
+    ``reference_images``, ``shift_average``: as in :func:`case_heatmaps`; each network (trained or
     re-initialized) gets the reference activations of its own. Returns per check the
     per-pair ``spearman`` and ``ssim`` arrays (``randomized``: seed-major, ``len(seeds) * n``)
     and their means, and the maps (``randomized``: the first seed's).
@@ -405,7 +444,8 @@ def sanity_check(model: nn.Module, images: Any, output: int = 0, layer: str = "l
     def maps_of(net: nn.Module, imgs: np.ndarray, reference: Any = None) -> np.ndarray:
         if reference is None and reference_images is not None:
             reference = reference_activations(net, reference_images, layer)
-        return gradram_maps(net, imgs, output=output, layer=layer, sign=sign, reference=reference)
+        return gradram_maps(net, imgs, output=output, layer=layer, sign=sign, reference=reference,
+                            shift_average=shift_average)
 
     own_reference = None if reference_images is None else \
         reference_activations(model, reference_images, layer)
