@@ -89,6 +89,15 @@ class PropertyCase:
     def explain_sign(self) -> float:
         return 1.0 if self.goal == "max" else -1.0
 
+    @property
+    def material(self) -> str:
+        """The material case of the labels (``lib.fe.homogenization.MATERIAL_CASES`` key).
+
+        >>> CASES["case2"].material
+        'boron_aluminium'
+        """
+        return self.label_keys[0][:-len(self.short[0]) - 1]
+
 
 CASES: dict[str, PropertyCase] = {
     "case1": PropertyCase("case1", "Case 1: Young's moduli (boron / aluminium)",
