@@ -751,3 +751,102 @@ def plot_label_sensitivity(sensitivity, categories, mean_void_critical: float,
                  fontsize=10)
     fig.tight_layout()
     return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Part B: periodic designs (SPEC B5)
+# --------------------------------------------------------------------------------------------
+def plot_design_steps(case, sources, regions, steps, values=None, margins=None,
+                      source_indices=None) -> "matplotlib.figure.Figure":
+    """Fig. 5-like rows: source structure with its critical region, skeleton inside the region
+    (the quarter window outlined), mirrored skeleton, design at the target fraction.
+
+    ``sources``, ``regions``: ``(n, N, N)``; ``steps``: ``n`` dicts of
+    :func:`lib.design.periodic_design.design_steps`; ``values`` ``(n, 2)`` the designs' X and Y
+    property (label units) and ``margins`` ``(n,)`` against the database's best, for titles.
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.patches import Rectangle
+
+    n = len(steps)
+    if n == 0 or len(sources) != n or len(regions) != n:
+        raise ValueError("need as many sources, regions and steps, at least one")
+    fig, axes = plt.subplots(n, 4, figsize=(9.2, 2.5 * n + 0.5), squeeze=False)
+    for i in range(n):
+        img, region, st = np.asarray(sources[i]), np.asarray(regions[i]), steps[i]
+        size = img.shape[0]
+        rgb = np.stack([img * 0.6 + 0.2] * 3, axis=-1)
+        rgb[region] = rgb[region] * 0.5 + np.array([1.0, 0.3, 0.1]) * 0.5
+        title = f"#{source_indices[i]}" if source_indices is not None else f"source {i}"
+        axes[i, 0].imshow(rgb, interpolation="nearest")
+        axes[i, 0].set_title(f"{title}: critical region ({region.mean():.0%})", fontsize=8)
+        sk = np.zeros((size, size, 3))
+        sk[st["skeleton"]] = 0.35
+        sk[st["masked"]] = [1.0, 0.85, 0.1]
+        axes[i, 1].imshow(sk, interpolation="nearest")
+        row, col = st["window"]
+        for dy in (0, -size):
+            for dx in (0, -size):  # the periodic window, drawn where it wraps as well
+                axes[i, 1].add_patch(Rectangle((col + dx - 0.5, row + dy - 0.5), size / 2, size / 2,
+                                               fill=False, ec="c", lw=1.0))
+        axes[i, 1].set_xlim(-0.5, size - 0.5)
+        axes[i, 1].set_ylim(size - 0.5, -0.5)
+        axes[i, 1].set_title("skeleton in the region, quarter window", fontsize=8)
+        axes[i, 2].imshow(st["seed"], cmap="gray", interpolation="nearest")
+        axes[i, 2].set_title("quarter mirrored into a cell", fontsize=8)
+        design = st["design"] if st["design"] is not None else np.zeros((size, size))
+        axes[i, 3].imshow(design, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        label = f"design, white {design.mean():.3f}"
+        if values is not None:
+            s = case.display_scale
+            label += "\n" + ", ".join(f"{_case_axis_label(case, j).split(' (')[0]} = "
+                                      f"{values[i][j] * s:.3g}" for j in range(2))
+        if margins is not None:
+            label += f" ({margins[i]:+.1%})"
+        axes[i, 3].set_title(label, fontsize=8)
+        for ax in axes[i]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle(f"{case.title}: design steps (margin: weaker direction against the best "
+                 f"database sample)", fontsize=9, y=1.0)
+    fig.tight_layout()
+    return fig
+
+
+def plot_design_scatter(cases, database_xy, outlier_indices, designs) -> "matplotlib.figure.Figure":
+    """Fig. 6-like: every database sample's X vs Y property, the outliers, and the designs.
+
+    ``cases``: PropertyCase list; per case (same order) ``database_xy`` ``(m, 2)``,
+    ``outlier_indices`` and ``designs``, a dict with ``values`` ``(d, 2)``, ``balanced`` and
+    ``beats_all`` ``(d,)`` bool (:func:`lib.design.periodic_design.design_metrics`).
+    Designs meeting the 10 % balance constraint are filled red, the others hollow; the dotted
+    lines mark the database's best weaker-direction value.
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, len(cases), figsize=(4.4 * len(cases), 4.2), squeeze=False)
+    for ax, case, db, out, des in zip(axes[0], cases, database_xy, outlier_indices, designs):
+        s = case.display_scale
+        db = np.asarray(db) * s
+        ax.scatter(db[:, 0], db[:, 1], s=5, c="tab:blue", alpha=0.35, lw=0, label="database")
+        ax.scatter(db[out, 0], db[out, 1], s=7, c="gold", lw=0, label="outliers (sources)")
+        v = np.asarray(des["values"]) * s
+        ok = np.asarray(des["balanced"], bool)
+        ax.scatter(v[ok, 0], v[ok, 1], s=16, c="tab:red", lw=0,
+                   label=f"designs, balanced ({ok.sum()}; {int(des['beats_all'][ok].sum())} beat all)")
+        ax.scatter(v[~ok, 0], v[~ok, 1], s=16, facecolors="none", edgecolors="tab:red", lw=0.6,
+                   label=f"designs, |X−Y| ≥ 10 % ({(~ok).sum()})")
+        lo = min(db.min(), v.min() if len(v) else db.min())
+        hi = max(db.max(), v.max() if len(v) else db.max())
+        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+        best = db.min(axis=1).max() if case.goal == "max" else db.max(axis=1).min()
+        ax.axvline(best, color="k", ls=":", lw=0.8)
+        ax.axhline(best, color="k", ls=":", lw=0.8)
+        ax.set_xlabel(_case_axis_label(case, 0))
+        ax.set_ylabel(_case_axis_label(case, 1))
+        ax.set_title(case.title, fontsize=9)
+        ax.legend(fontsize=7, loc="lower right" if case.goal == "max" else "upper left")
+    fig.tight_layout()
+    return fig

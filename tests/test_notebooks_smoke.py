@@ -33,6 +33,11 @@ EXPECTED_OUTPUTS: dict[str, dict[str, list[str]]] = {
                     "06_gradram_case1", "06_gradram_case2", "06_gradram_case3", "06_gradram_sanity"],
         "stages": ["stochastic_db", "homogenization_labels", "regressor_case1", "regressor_case2",
                    "regressor_case3"]},
+    "08_periodic_design": {
+        "figures": ["08_designs_vs_database", "08_design_steps_case1", "08_design_steps_case2",
+                    "08_design_steps_case3"],
+        "stages": ["stochastic_db", "homogenization_labels", "regressor_case1", "designs_case1",
+                   "designs_case2", "designs_case3"]},
     "03_fe_homogenization_labels": {
         "figures": ["03_property_distributions", "03_property_scatters", "03_expansion_vs_stiffness"],
         "stages": ["stochastic_db", "homogenization_labels"]},

@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from lib.design.periodic_design import (TARGET_FRACTION, best_window, design_from_region,
-                                        design_metrics, mirror_cell, moderate_samples,
-                                        periodic_skeleton, summarize, thicken_to_fraction,
-                                        xai_designs)
+from lib.design.periodic_design import (TARGET_FRACTION, best_designs, best_window,
+                                        design_from_region, design_metrics, format_summary,
+                                        mirror_cell, moderate_samples, periodic_skeleton,
+                                        replay_designs, summarize, summary_rows,
+                                        thicken_to_fraction, xai_designs)
 
 torch.set_num_threads(1)
 
@@ -161,5 +162,15 @@ def test_xai_designs_are_validated_by_the_same_fe() -> None:
     direct = homogenize_batch(out["designs"], ["boron_aluminium"])
     np.testing.assert_allclose(out["values"][:, 0], direct["boron_aluminium_Ex"], rtol=1e-10)
     np.testing.assert_allclose(out["Ey"], direct["boron_aluminium_Ey"], rtol=1e-10)
+    # the summary, the ranking and the replay used by notebook 08
+    metrics = design_metrics(out["values"], out["values"], "max")
+    rows = summary_rows(out, metrics, ["outlier"], (0.3,))
+    assert len(rows) == 1 and rows[0]["designs"] == n and rows[0]["sources"] == 2
+    assert "| case1 | outlier | 0.3 |" in format_summary({"case1": rows})
+    picks = best_designs(metrics, 5, balanced_only=False)
+    assert len(picks) == n and np.all(np.diff(metrics["margin"][picks]) <= 0)
+    replay = replay_designs(tc, imgs, out, picks, reference_images=imgs[2:])
+    for st, p in zip(replay["steps"], picks):
+        np.testing.assert_array_equal(st["design"], out["designs"][p])
     with pytest.raises(ValueError, match="thresholds"):
         xai_designs(tc, imgs, {"outlier": np.array([0])}, thresholds=(0.0,))

@@ -39,12 +39,17 @@ __all__ = [
     "best_window",
     "mirror_cell",
     "thicken_to_fraction",
+    "design_steps",
     "design_from_region",
     "design_metrics",
     "summarize",
     "moderate_samples",
     "xai_designs",
     "design_stage",
+    "summary_rows",
+    "format_summary",
+    "best_designs",
+    "replay_designs",
 ]
 
 #: The paper's window for the white fraction of a design, (low, high).
@@ -157,6 +162,33 @@ def thicken_to_fraction(seed: np.ndarray, fraction: float = 0.395,
     return out.reshape(n, n)
 
 
+def design_steps(img: np.ndarray, region: np.ndarray, fraction: float = 0.395
+                 ) -> dict[str, Any]:
+    """Every intermediate of :func:`design_from_region`, for figures like the paper's Fig. 5.
+
+    Returns ``skeleton`` (N, N) bool (the whole white phase), ``masked`` (N, N) bool (skeleton
+    AND region), ``window`` (row, col) of the quarter in the source, ``quarter`` (N/2, N/2)
+    bool, ``seed`` (N, N) bool (the mirrored quarter), ``design`` (N, N) uint8 or ``None``
+    (empty quarter), ``region_pixels`` and ``skeleton_pixels`` inside the window.
+    """
+    white = _check_mask(img, "img")
+    n = white.shape[0]
+    mask = _check_mask(region, "region", n)
+    if n % 2:
+        raise ValueError(f"image size must be even to mirror a quarter, got {n}")
+    m = n // 2
+    skeleton = periodic_skeleton(white)
+    masked = skeleton & mask
+    row, col = best_window(mask, m)
+    quarter = np.roll(masked, (-row, -col), axis=(0, 1))[:m, :m]
+    seed = mirror_cell(quarter)
+    design = thicken_to_fraction(seed, fraction) if quarter.any() else None
+    return {"skeleton": skeleton, "masked": masked, "window": (row, col), "quarter": quarter,
+            "seed": seed, "design": design,
+            "region_pixels": int(np.roll(mask, (-row, -col), axis=(0, 1))[:m, :m].sum()),
+            "skeleton_pixels": int(quarter.sum())}
+
+
 def design_from_region(img: np.ndarray, region: np.ndarray, fraction: float = 0.395
                        ) -> tuple[np.ndarray | None, dict[str, Any]]:
     """One periodic design from an outlier ``img: (N, N) 0/1`` and its ``region: (N, N) bool``.
@@ -166,22 +198,8 @@ def design_from_region(img: np.ndarray, region: np.ndarray, fraction: float = 0.
     ``info``: ``window`` (top-left corner of the quarter in the outlier), ``region_pixels``
     (inside the window), ``skeleton_pixels`` (skeleton inside region and window).
     """
-    white = _check_mask(img, "img")
-    n = white.shape[0]
-    mask = _check_mask(region, "region", n)
-    if n % 2:
-        raise ValueError(f"image size must be even to mirror a quarter, got {n}")
-    m = n // 2
-    skeleton = periodic_skeleton(white) & mask
-    row, col = best_window(mask, m)
-    window = (slice(0, m), slice(0, m))
-    shifted = np.roll(skeleton, (-row, -col), axis=(0, 1))[window]
-    info = {"window": (row, col),
-            "region_pixels": int(np.roll(mask, (-row, -col), axis=(0, 1))[window].sum()),
-            "skeleton_pixels": int(shifted.sum())}
-    if not shifted.any():
-        return None, info
-    return thicken_to_fraction(mirror_cell(shifted), fraction), info
+    steps = design_steps(img, region, fraction)
+    return steps["design"], {k: steps[k] for k in ("window", "region_pixels", "skeleton_pixels")}
 
 
 def design_metrics(values_xy: np.ndarray, database_xy: np.ndarray, goal: str,
@@ -310,3 +328,72 @@ def design_stage(profile: str, trained: Any, images: np.ndarray, sources: Mappin
                                             reference_images, fraction, n_jobs),
                         upstream=keys)
     return load_stage(path)
+
+
+def summary_rows(designs: Mapping[str, np.ndarray], metrics: Mapping[str, np.ndarray],
+                 group_names: Any, thresholds: Any) -> list[dict[str, Any]]:
+    """One row per (source group, threshold): sources tried, designs made, balanced ones,
+    designs beating every database sample (balanced and not), best and median margin.
+
+    ``designs``: :func:`xai_designs`' dict; ``metrics``: :func:`design_metrics` of its values.
+    """
+    rows = []
+    for g, group in enumerate(group_names):
+        for j, t in enumerate(np.atleast_1d(thresholds)):
+            sel = (designs["group"] == g) & np.isclose(designs["threshold"], float(t))
+            margin = metrics["margin"][sel]
+            ok = metrics["balanced"][sel]
+            beats = metrics["beats_all"][sel]
+            rows.append({"group": group, "threshold": float(t),
+                         "sources": int(sel.sum() + designs["n_empty"][g, j]),
+                         "designs": int(sel.sum()), "balanced": int(ok.sum()),
+                         "beats_all": int(beats.sum()), "balanced_beats_all": int((ok & beats).sum()),
+                         "best_margin": float(margin.max()) if len(margin) else float("nan"),
+                         "best_balanced_margin": float(margin[ok].max()) if ok.any() else float("nan"),
+                         "median_margin": float(np.median(margin)) if len(margin) else float("nan")})
+    return rows
+
+
+def format_summary(rows_by_case: Mapping[str, list[dict[str, Any]]]) -> str:
+    """One markdown table of :func:`summary_rows` for several cases (``{case name: rows}``)."""
+    def pct(x: float) -> str:
+        return "–" if not np.isfinite(x) else f"{x:+.1%}"
+
+    lines = ["| case | sources | threshold | designs (of) | balanced | beat every sample "
+             "(balanced) | best margin (balanced) | median margin |",
+             "|---|---|---|---|---|---|---|---|"]
+    for case_name, rows in rows_by_case.items():
+        for r in rows:
+            lines.append(f"| {case_name} | {r['group']} | {r['threshold']:.1f} | {r['designs']} "
+                         f"({r['sources']}) | {r['balanced']} | {r['beats_all']} "
+                         f"({r['balanced_beats_all']}) | {pct(r['best_margin'])} "
+                         f"({pct(r['best_balanced_margin'])}) | {pct(r['median_margin'])} |")
+    return "\n".join(lines)
+
+
+def best_designs(metrics: Mapping[str, np.ndarray], n: int, balanced_only: bool = True
+                 ) -> np.ndarray:
+    """Indices of the ``n`` designs with the largest margin (balanced ones, if any and
+    ``balanced_only``)."""
+    margin = np.asarray(metrics["margin"], dtype=np.float64)
+    pool = np.flatnonzero(metrics["balanced"]) if balanced_only and metrics["balanced"].any() \
+        else np.arange(len(margin))
+    return pool[np.argsort(-margin[pool], kind="stable")][:n]
+
+
+def replay_designs(trained: Any, images: np.ndarray, designs: Mapping[str, np.ndarray],
+                   picks: np.ndarray, reference_images: Any = None, fraction: float = 0.395
+                   ) -> dict[str, Any]:
+    """Rebuild the steps of the designs ``picks`` (for figures): their sources, critical
+    regions and :func:`design_steps` (the maps are recomputed, so a design can differ from
+    the stored one where a map value sits exactly at the threshold)."""
+    picks = np.asarray(picks, dtype=np.int64)
+    sources = designs["source"][picks]
+    maps = case_heatmaps(trained, images[sources], reference_images=reference_images)
+    regions = np.stack([critical_region(maps["map_x"][i], maps["map_y"][i],
+                                        float(designs["threshold"][p]))
+                        for i, p in enumerate(picks)]) if len(picks) else \
+        np.zeros((0, *images.shape[1:]), bool)
+    steps = [design_steps(images[s], r, fraction) for s, r in zip(sources, regions)]
+    return {"sources": images[sources], "source_indices": sources, "regions": regions,
+            "steps": steps}
