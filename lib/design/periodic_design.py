@@ -333,7 +333,9 @@ def design_stage(profile: str, trained: Any, images: np.ndarray, sources: Mappin
 def summary_rows(designs: Mapping[str, np.ndarray], metrics: Mapping[str, np.ndarray],
                  group_names: Any, thresholds: Any) -> list[dict[str, Any]]:
     """One row per (source group, threshold): sources tried, designs made, balanced ones,
-    designs beating every database sample (balanced and not), best and median margin.
+    designs beating every database sample (balanced and not), best and median margin, and the
+    median number of skeleton pixels in a quarter (a handful means the design is mostly the
+    thickening's disc, not the critical feature).
 
     ``designs``: :func:`xai_designs`' dict; ``metrics``: :func:`design_metrics` of its values.
     """
@@ -350,7 +352,9 @@ def summary_rows(designs: Mapping[str, np.ndarray], metrics: Mapping[str, np.nda
                          "beats_all": int(beats.sum()), "balanced_beats_all": int((ok & beats).sum()),
                          "best_margin": float(margin.max()) if len(margin) else float("nan"),
                          "best_balanced_margin": float(margin[ok].max()) if ok.any() else float("nan"),
-                         "median_margin": float(np.median(margin)) if len(margin) else float("nan")})
+                         "median_margin": float(np.median(margin)) if len(margin) else float("nan"),
+                         "median_skeleton_pixels": float(np.median(designs["skeleton_pixels"][sel]))
+                         if sel.any() else float("nan")})
     return rows
 
 
@@ -360,14 +364,15 @@ def format_summary(rows_by_case: Mapping[str, list[dict[str, Any]]]) -> str:
         return "–" if not np.isfinite(x) else f"{x:+.1%}"
 
     lines = ["| case | sources | threshold | designs (of) | balanced | beat every sample "
-             "(balanced) | best margin (balanced) | median margin |",
-             "|---|---|---|---|---|---|---|---|"]
+             "(balanced) | best margin (balanced) | median margin | skeleton px in quarter |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for case_name, rows in rows_by_case.items():
         for r in rows:
             lines.append(f"| {case_name} | {r['group']} | {r['threshold']:.1f} | {r['designs']} "
                          f"({r['sources']}) | {r['balanced']} | {r['beats_all']} "
                          f"({r['balanced_beats_all']}) | {pct(r['best_margin'])} "
-                         f"({pct(r['best_balanced_margin'])}) | {pct(r['median_margin'])} |")
+                         f"({pct(r['best_balanced_margin'])}) | {pct(r['median_margin'])} "
+                         f"| {r['median_skeleton_pixels']:.0f} |")
     return "\n".join(lines)
 
 
