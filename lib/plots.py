@@ -788,8 +788,8 @@ def plot_design_steps(case, sources, regions, steps, values=None, margins=None,
         row, col = st["window"]
         for dy in (0, -size):
             for dx in (0, -size):  # the periodic window, drawn where it wraps as well
-                axes[i, 1].add_patch(Rectangle((col + dx - 0.5, row + dy - 0.5), size / 2, size / 2,
-                                               fill=False, ec="c", lw=1.0))
+                axes[i, 1].add_patch(Rectangle((col + dx - 0.5, row + dy - 0.5), size / 2,
+                                               size / 2, fill=False, ec="c", lw=1.0))
         axes[i, 1].set_xlim(-0.5, size - 0.5)
         axes[i, 1].set_ylim(size - 0.5, -0.5)
         axes[i, 1].set_title("skeleton in the region, quarter window", fontsize=8)
@@ -834,8 +834,9 @@ def plot_design_scatter(cases, database_xy, outlier_indices, designs) -> "matplo
         ax.scatter(db[out, 0], db[out, 1], s=7, c="gold", lw=0, label="outliers (sources)")
         v = np.asarray(des["values"]) * s
         ok = np.asarray(des["balanced"], bool)
+        n_beat = int(np.asarray(des["beats_all"])[ok].sum())
         ax.scatter(v[ok, 0], v[ok, 1], s=16, c="tab:red", lw=0,
-                   label=f"designs, balanced ({ok.sum()}; {int(des['beats_all'][ok].sum())} beat all)")
+                   label=f"designs, balanced ({ok.sum()}; {n_beat} beat all)")
         ax.scatter(v[~ok, 0], v[~ok, 1], s=16, facecolors="none", edgecolors="tab:red", lw=0.6,
                    label=f"designs, |X−Y| ≥ 10 % ({(~ok).sum()})")
         lo = min(db.min(), v.min() if len(v) else db.min())

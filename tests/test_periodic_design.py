@@ -1,4 +1,4 @@
-"""Periodic designs from critical regions (SPEC B5): skeleton, window, mirror, thickening, checks."""
+"""Periodic designs from critical regions (SPEC B5): skeleton, window, mirror, thickening."""
 from __future__ import annotations
 
 import numpy as np

@@ -346,15 +346,17 @@ def summary_rows(designs: Mapping[str, np.ndarray], metrics: Mapping[str, np.nda
             margin = metrics["margin"][sel]
             ok = metrics["balanced"][sel]
             beats = metrics["beats_all"][sel]
+            nan = float("nan")
+            skeleton = designs["skeleton_pixels"][sel]
             rows.append({"group": group, "threshold": float(t),
                          "sources": int(sel.sum() + designs["n_empty"][g, j]),
                          "designs": int(sel.sum()), "balanced": int(ok.sum()),
-                         "beats_all": int(beats.sum()), "balanced_beats_all": int((ok & beats).sum()),
-                         "best_margin": float(margin.max()) if len(margin) else float("nan"),
-                         "best_balanced_margin": float(margin[ok].max()) if ok.any() else float("nan"),
-                         "median_margin": float(np.median(margin)) if len(margin) else float("nan"),
-                         "median_skeleton_pixels": float(np.median(designs["skeleton_pixels"][sel]))
-                         if sel.any() else float("nan")})
+                         "beats_all": int(beats.sum()),
+                         "balanced_beats_all": int((ok & beats).sum()),
+                         "best_margin": float(margin.max()) if len(margin) else nan,
+                         "best_balanced_margin": float(margin[ok].max()) if ok.any() else nan,
+                         "median_margin": float(np.median(margin)) if len(margin) else nan,
+                         "median_skeleton_pixels": float(np.median(skeleton)) if sel.any() else nan})
     return rows
 
 

@@ -23,6 +23,8 @@ the block, the output and its sign, upsamples the map to the image with captum's
   structure's output differs from the database average* over the cell, which is what an
   outlier's explanation should say, and it is computed by the same captum ``LayerGradCam``,
   applied to the block's output shifted by ``-Abar`` (:func:`reference_activations`);
+* a periodic cell has no preferred origin, so a map can be averaged over periodic shifts of
+  the input (``shift_average``), which resolves detail finer than the last block's cells;
 * each map is min-max normalized to [0, 1], as Grad-CAM maps usually are for display and
   thresholding (a constant map becomes zero: no NaN). With a linear regression head the
   mean of a last-layer map is the prediction minus the bias, so a map can carry a large
@@ -87,7 +89,8 @@ class _Shift(nn.Module):
 
 
 def _as_float_batches(images: Any, batch_size: int) -> tuple[torch.Tensor, int]:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+            or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     return images_to_tensor(images, image_size=None), int(batch_size)
 
@@ -309,7 +312,8 @@ def case_heatmaps(trained: Any, images: Any, threshold: float = 0.5, layer: str 
     (``-1`` for Case 3) and, unless ``layer`` is given, its recipe's Grad-RAM layer are used.
     ``reference_images`` ``(m, N, N)`` (e.g. training structures): measure the feature maps
     from their mean activations (:func:`gradram_maps`); ``None``: from zero (eq. 4 as printed).
-    ``shift_average``: see :func:`gradram_maps` (``None``: the recipe's). Returns ``map_x``, ``map_y`` (normalized, ``(n, N, N)``), ``bin_x``, ``bin_y``, ``region``.
+    ``shift_average``: see :func:`gradram_maps` (``None``: the recipe's). Returns ``map_x``,
+    ``map_y`` (normalized, ``(n, N, N)``), ``bin_x``, ``bin_y``, ``region``.
     """
     layer = trained.recipe.gradram_layer if layer is None else layer
     if shift_average is None:
