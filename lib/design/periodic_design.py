@@ -162,14 +162,15 @@ def thicken_to_fraction(seed: np.ndarray, fraction: float = 0.395,
     return out.reshape(n, n)
 
 
-def design_steps(img: np.ndarray, region: np.ndarray, fraction: float = 0.395
-                 ) -> dict[str, Any]:
+def design_steps(img: np.ndarray, region: np.ndarray, fraction: float = 0.395,
+                 smoothing: float = 1.0) -> dict[str, Any]:
     """Every intermediate of :func:`design_from_region`, for figures like the paper's Fig. 5.
 
     Returns ``skeleton`` (N, N) bool (the whole white phase), ``masked`` (N, N) bool (skeleton
     AND region), ``window`` (row, col) of the quarter in the source, ``quarter`` (N/2, N/2)
     bool, ``seed`` (N, N) bool (the mirrored quarter), ``design`` (N, N) uint8 or ``None``
     (empty quarter), ``region_pixels`` and ``skeleton_pixels`` inside the window.
+    ``smoothing``: see :func:`thicken_to_fraction`.
     """
     white = _check_mask(img, "img")
     n = white.shape[0]
@@ -182,15 +183,15 @@ def design_steps(img: np.ndarray, region: np.ndarray, fraction: float = 0.395
     row, col = best_window(mask, m)
     quarter = np.roll(masked, (-row, -col), axis=(0, 1))[:m, :m]
     seed = mirror_cell(quarter)
-    design = thicken_to_fraction(seed, fraction) if quarter.any() else None
+    design = thicken_to_fraction(seed, fraction, smoothing) if quarter.any() else None
     return {"skeleton": skeleton, "masked": masked, "window": (row, col), "quarter": quarter,
             "seed": seed, "design": design,
             "region_pixels": int(np.roll(mask, (-row, -col), axis=(0, 1))[:m, :m].sum()),
             "skeleton_pixels": int(quarter.sum())}
 
 
-def design_from_region(img: np.ndarray, region: np.ndarray, fraction: float = 0.395
-                       ) -> tuple[np.ndarray | None, dict[str, Any]]:
+def design_from_region(img: np.ndarray, region: np.ndarray, fraction: float = 0.395,
+                       smoothing: float = 1.0) -> tuple[np.ndarray | None, dict[str, Any]]:
     """One periodic design from an outlier ``img: (N, N) 0/1`` and its ``region: (N, N) bool``.
 
     Steps 2-5 of the module docstring. Returns ``(design (N, N) uint8 or None, info)``;
@@ -198,7 +199,7 @@ def design_from_region(img: np.ndarray, region: np.ndarray, fraction: float = 0.
     ``info``: ``window`` (top-left corner of the quarter in the outlier), ``region_pixels``
     (inside the window), ``skeleton_pixels`` (skeleton inside region and window).
     """
-    steps = design_steps(img, region, fraction)
+    steps = design_steps(img, region, fraction, smoothing)
     return steps["design"], {k: steps[k] for k in ("window", "region_pixels", "skeleton_pixels")}
 
 
