@@ -33,6 +33,17 @@ def _images(n: int, seed: int = 0) -> np.ndarray:
     return (field > np.quantile(field, 0.6, axis=(1, 2), keepdims=True)).astype(np.uint8)
 
 
+def _layer4_output(model: torch.nn.Module, imgs: np.ndarray) -> torch.Tensor:
+    """The last block's output ``(n, 512, 4, 4)`` for ``imgs``, read by a forward hook (an
+    independent route to what captum sees)."""
+    feats = {}
+    hook = model.layer4.register_forward_hook(lambda _m, _i, out: feats.__setitem__("a", out))
+    with torch.no_grad():
+        model(torch.from_numpy(imgs).float().unsqueeze(1))
+    hook.remove()
+    return feats["a"]
+
+
 @pytest.mark.parametrize("layer", ["layer3", "layer4"])
 def test_maps_are_nonnegative_normalized_128(model, layer: str) -> None:
     maps = gradram_maps(model, _images(3), output=0, layer=layer)
@@ -54,12 +65,7 @@ def test_maps_change_with_the_explained_output(model) -> None:
 def test_gradram_is_the_weighted_feature_map(model) -> None:
     """Eqs. 4-5 on layer4: gradients of a linear head are fc weights / Z, so the map is CAM."""
     imgs = _images(1)
-    feats = {}
-    hook = model.layer4.register_forward_hook(lambda _m, _i, out: feats.__setitem__("a", out))
-    with torch.no_grad():
-        model(torch.from_numpy(imgs).float().unsqueeze(1))
-    hook.remove()
-    a = feats["a"][0]                                  # (512, 4, 4)
+    a = _layer4_output(model, imgs)[0]                 # (512, 4, 4)
     alpha = model.fc.weight[1] / a[0].numel()          # dy/dA_k,ij pooled (eq. 5)
     expected = torch.relu((alpha[:, None, None] * a).sum(0)).detach()
     got = gradram_maps(model, imgs, output=1, upsample="nearest", normalize=False)[0]
@@ -161,15 +167,10 @@ def test_randomized_copy_and_sanity_check(model) -> None:
 
 def test_reference_activations_are_channel_means(model) -> None:
     imgs = _images(3)
-    feats = {}
-    hook = model.layer4.register_forward_hook(lambda _m, _i, out: feats.__setitem__("a", out))
-    with torch.no_grad():
-        model(torch.from_numpy(imgs).float().unsqueeze(1))
-    hook.remove()
     ref = reference_activations(model, imgs, batch_size=2)   # two batches of unequal size
     assert ref.shape == (512,)
-    np.testing.assert_allclose(ref, feats["a"].double().mean(dim=(0, 2, 3)).numpy(), rtol=1e-5,
-                               atol=1e-7)
+    expected = _layer4_output(model, imgs).double().mean(dim=(0, 2, 3)).numpy()
+    np.testing.assert_allclose(ref, expected, rtol=1e-5, atol=1e-7)
 
 
 def test_referenced_map_is_complete_on_the_last_block(model) -> None:

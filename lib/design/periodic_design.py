@@ -163,14 +163,15 @@ def thicken_to_fraction(seed: np.ndarray, fraction: float = 0.395,
 
 
 def design_steps(img: np.ndarray, region: np.ndarray, fraction: float = 0.395,
-                 smoothing: float = 1.0) -> dict[str, Any]:
+                 smoothing: float = 1.0, skeleton: np.ndarray | None = None) -> dict[str, Any]:
     """Every intermediate of :func:`design_from_region`, for figures like the paper's Fig. 5.
 
     Returns ``skeleton`` (N, N) bool (the whole white phase), ``masked`` (N, N) bool (skeleton
     AND region), ``window`` (row, col) of the quarter in the source, ``quarter`` (N/2, N/2)
     bool, ``seed`` (N, N) bool (the mirrored quarter), ``design`` (N, N) uint8 or ``None``
     (empty quarter), ``region_pixels`` and ``skeleton_pixels`` inside the window.
-    ``smoothing``: see :func:`thicken_to_fraction`.
+    ``smoothing``: see :func:`thicken_to_fraction`; ``skeleton``: ``periodic_skeleton(img)``
+    if the caller already has it (one source, several thresholds).
     """
     white = _check_mask(img, "img")
     n = white.shape[0]
@@ -178,7 +179,9 @@ def design_steps(img: np.ndarray, region: np.ndarray, fraction: float = 0.395,
     if n % 2:
         raise ValueError(f"image size must be even to mirror a quarter, got {n}")
     m = n // 2
-    skeleton = periodic_skeleton(white)
+    if skeleton is None:
+        skeleton = periodic_skeleton(white)
+    skeleton = _check_mask(skeleton, "skeleton", n)
     masked = skeleton & mask
     row, col = best_window(mask, m)
     quarter = np.roll(masked, (-row, -col), axis=(0, 1))[:m, :m]
@@ -191,15 +194,17 @@ def design_steps(img: np.ndarray, region: np.ndarray, fraction: float = 0.395,
 
 
 def design_from_region(img: np.ndarray, region: np.ndarray, fraction: float = 0.395,
-                       smoothing: float = 1.0) -> tuple[np.ndarray | None, dict[str, Any]]:
+                       smoothing: float = 1.0, skeleton: np.ndarray | None = None
+                       ) -> tuple[np.ndarray | None, dict[str, Any]]:
     """One periodic design from an outlier ``img: (N, N) 0/1`` and its ``region: (N, N) bool``.
 
-    Steps 2-5 of the module docstring. Returns ``(design (N, N) uint8 or None, info)``;
+    Steps 2-5 of the module docstring (``skeleton``: as in :func:`design_steps`). Returns
+    ``(design (N, N) uint8 or None, info)``;
     ``None`` when the critical region holds no skeleton pixel (nothing to build from).
     ``info``: ``window`` (top-left corner of the quarter in the outlier), ``region_pixels``
     (inside the window), ``skeleton_pixels`` (skeleton inside region and window).
     """
-    steps = design_steps(img, region, fraction, smoothing)
+    steps = design_steps(img, region, fraction, smoothing, skeleton)
     return steps["design"], {k: steps[k] for k in ("window", "region_pixels", "skeleton_pixels")}
 
 
@@ -276,14 +281,20 @@ def xai_designs(trained: Any, images: np.ndarray, sources: Mapping[str, np.ndarr
     rows: dict[str, list] = {k: [] for k in ("designs", "source", "group", "threshold",
                                              "skeleton_pixels", "region_share")}
     n_empty = np.zeros((len(sources), len(ts)), dtype=np.int64)
-    for g, (group, idx) in enumerate(sources.items()):
-        idx = np.asarray(idx, dtype=np.int64)
-        maps = case_heatmaps(trained, images[idx], threshold=float(ts[0]),
-                             reference_images=reference_images)
+    groups = [np.asarray(idx, dtype=np.int64) for idx in sources.values()]
+    every = np.concatenate(groups)
+    # one Grad-RAM pass (and one reference) for all groups, one skeleton per source
+    maps = case_heatmaps(trained, images[every], threshold=float(ts[0]),
+                         reference_images=reference_images)
+    skeletons = [periodic_skeleton(images[src]) for src in every]
+    starts = np.cumsum([0] + [len(idx) for idx in groups])
+    for g, idx in enumerate(groups):
+        part = slice(starts[g], starts[g + 1])
         for j, t in enumerate(ts):
-            regions = critical_region(maps["map_x"], maps["map_y"], float(t))
+            regions = critical_region(maps["map_x"][part], maps["map_y"][part], float(t))
             for i, src in enumerate(idx):
-                design, info = design_from_region(images[src], regions[i], fraction)
+                design, info = design_from_region(images[src], regions[i], fraction,
+                                                  skeleton=skeletons[starts[g] + i])
                 if design is None:
                     n_empty[g, j] += 1
                     continue
@@ -296,10 +307,8 @@ def xai_designs(trained: Any, images: np.ndarray, sources: Mapping[str, np.ndarr
     if not rows["designs"]:
         out["designs"] = np.zeros((0, n, n), dtype=np.uint8)
     out["n_empty"] = n_empty
-    props = label_images(out["designs"], [case.material], n_jobs=n_jobs) if len(out["designs"]) \
-        else {f"{case.material}_{k}": np.zeros(0) for k in ("Ex", "Ey", *case.short)}
-    out["values"] = np.column_stack([props[key] for key in case.label_keys]) if len(
-        out["designs"]) else np.zeros((0, 2))
+    props = label_images(out["designs"], [case.material], n_jobs=n_jobs)  # empty in, empty out
+    out["values"] = np.column_stack([props[key] for key in case.label_keys])
     out["Ex"] = props[f"{case.material}_Ex"]
     out["Ey"] = props[f"{case.material}_Ey"]
     return out
@@ -357,7 +366,8 @@ def summary_rows(designs: Mapping[str, np.ndarray], metrics: Mapping[str, np.nda
                          "best_margin": float(margin.max()) if len(margin) else nan,
                          "best_balanced_margin": float(margin[ok].max()) if ok.any() else nan,
                          "median_margin": float(np.median(margin)) if len(margin) else nan,
-                         "median_skeleton_pixels": float(np.median(skeleton)) if sel.any() else nan})
+                         "median_skeleton_pixels":
+                             float(np.median(skeleton)) if sel.any() else nan})
     return rows
 
 
