@@ -1,0 +1,37 @@
+"""The figures of the study, one module per part, and the one place figures are saved.
+
+``common`` saves figures and holds the helpers both parts draw with, ``part_a`` draws Part A
+(dual-phase steel, GTN fracture), ``part_b`` Part B (stochastic architected materials,
+homogenization, ResNet-18 and Grad-RAM, periodic designs). Every public name is re-exported
+here, so callers write ``from lib import plots; plots.save_figure(...)``.
+"""
+from lib.plots.common import save_figure
+from lib.plots.part_a import (
+    plot_dual_phase_examples,
+    plot_fracture_strain_vs_fraction,
+    plot_label_sensitivity,
+    plot_martensite_fraction_distribution,
+    plot_strength_vs_fracture_strain,
+    plot_stress_strain_curves,
+    plot_void_maps,
+)
+from lib.plots.part_b import (
+    plot_accuracy_vs_paper,
+    plot_design_scatter,
+    plot_design_steps,
+    plot_expansion_vs_stiffness,
+    plot_fraction_distribution,
+    plot_gradram_panels,
+    plot_gradram_sanity,
+    plot_parity,
+    plot_property_distributions,
+    plot_property_scatters,
+    plot_stem_comparison,
+    plot_stochastic_examples,
+    plot_training_curves,
+)
+
+# every public function imported above from a submodule, in import order: a new submodule
+# needs only its import line
+__all__ = [name for name, value in list(globals().items())
+           if not name.startswith("_") and getattr(value, "__module__", "").startswith(__name__ + ".")]
