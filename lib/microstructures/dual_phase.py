@@ -764,32 +764,42 @@ def generate_dual_phase(category: str, seed: int, size: int = 128,
     return img, params
 
 
-def sample_seeds(master_seed: int, n: int) -> np.ndarray:
+def sample_seeds(master_seed: int, n: int, stream: int = 0) -> np.ndarray:
     """``n`` per-sample seeds (int64, non-negative) from ``SeedSequence(master_seed)``.
 
-    Part A's stream is separated from other stages' by the spawn key ``(0xA1,)``.
+    Part A's stream is separated from other stages' by the spawn key ``(0xA1,)``; ``stream``
+    > 0 gives further independent streams (extra structures: ``(0xA1, stream)``).
     """
-    ss = np.random.SeedSequence(int(master_seed), spawn_key=(0xA1,))
+    spawn_key = (0xA1,) if stream == 0 else (0xA1, int(stream))
+    ss = np.random.SeedSequence(int(master_seed), spawn_key=spawn_key)
     state = ss.generate_state(n, dtype=np.uint64)
     return (state >> np.uint64(1)).astype(np.int64)
 
 
 def build_dual_phase_arrays(n_per_category: int, master_seed: int, size: int = 128,
                             fraction_range: Sequence[float] = DEFAULT_FRACTION_RANGE,
-                            progress: bool = True) -> dict[str, np.ndarray]:
+                            progress: bool = True,
+                            categories: Sequence[str] = DUAL_PHASE_CATEGORIES,
+                            stream: int = 0) -> dict[str, np.ndarray]:
     """The dataset as arrays (what the stage stores), ``n_per_category`` of each category.
 
-    Samples are ordered by category (all laminated first, ...); seeds come from
-    :func:`sample_seeds`, so sample ``i`` is ``generate_dual_phase(category[i], seed[i])``.
+    Samples are ordered by category (all of ``categories[0]`` first, ...); seeds come from
+    :func:`sample_seeds` (``stream``), so sample ``i`` is
+    ``generate_dual_phase(DUAL_PHASE_CATEGORIES[category[i]], seed[i])``.
     """
+    unknown = [c for c in categories if c not in DUAL_PHASE_CATEGORIES]
+    if unknown or not categories:
+        raise ValueError(f"categories must be a non-empty subset of {DUAL_PHASE_CATEGORIES}, "
+                         f"got {list(categories)}")
     if isinstance(n_per_category, bool) or not isinstance(n_per_category, (int, np.integer)) \
             or n_per_category < 1:
         raise ValueError(f"n_per_category must be a positive integer, got {n_per_category!r}")
     size = _check_size(size)
     lo, hi = _check_fraction_range(fraction_range)
-    n = n_per_category * len(DUAL_PHASE_CATEGORIES)
-    seeds = sample_seeds(master_seed, n)
-    codes = np.repeat(np.arange(len(DUAL_PHASE_CATEGORIES), dtype=np.int8), n_per_category)
+    n = n_per_category * len(categories)
+    seeds = sample_seeds(master_seed, n, stream)
+    codes = np.repeat(np.array([DUAL_PHASE_CATEGORIES.index(c) for c in categories],
+                               dtype=np.int8), n_per_category)
     images = np.empty((n, size, size), dtype=np.uint8)
     fractions = np.empty(n, dtype=np.float64)
     params_json = []
@@ -842,6 +852,47 @@ def dual_phase_dataset(profile: "Profile | str") -> Path:
         profile.name, STAGE_NAME, params,
         lambda: build_dual_phase_arrays(n_per, profile.seed, profile.image_size,
                                         DEFAULT_FRACTION_RANGE),
+        attrs={"categories": json.dumps(DUAL_PHASE_CATEGORIES),
+               "convention": "1 = martensite (hard), 0 = ferrite; img[row=y, col=x]; periodic"},
+    )
+
+
+def extra_dual_phase_dataset(profile: "Profile | str", name: str, n_per_category: int,
+                             categories: Sequence[str] = DUAL_PHASE_CATEGORIES,
+                             fraction_range: Sequence[float] = DEFAULT_FRACTION_RANGE,
+                             stream: int = 1) -> Path:
+    """Stage ``name``: more structures like :func:`dual_phase_dataset`'s, from another seed stream.
+
+    Same datasets as the main stage. Used where a data set needs more structures than the
+    database holds (notebook 04's Rectangle set with 20-30 % martensite) or where a model
+    trains on unlabelled structures (the VQ-VAE). ``stream`` >= 1 keeps the seeds disjoint from
+    the database's (stream 0).
+    """
+    from lib.profiles import Profile, get_profile
+    from lib.stages import cached_stage
+
+    if isinstance(profile, str):
+        profile = get_profile(profile)
+    if not isinstance(profile, Profile):
+        raise ValueError(f"profile must be a Profile or a profile name, got {profile!r}")
+    if isinstance(stream, bool) or not isinstance(stream, (int, np.integer)) or stream < 1:
+        raise ValueError(f"stream must be an integer >= 1 (0 is the database's), got {stream!r}")
+    lo, hi = _check_fraction_range(fraction_range)
+    params = {
+        "n_per_category": int(n_per_category),
+        "categories": list(categories),
+        "image_size": profile.image_size,
+        "seed": profile.seed,
+        "stream": int(stream),
+        "fraction_range": [lo, hi],
+        "fraction_tolerance": FRACTION_TOLERANCE,
+        "generator_version": GENERATOR_VERSION,
+    }
+    return cached_stage(
+        profile.name, name, params,
+        lambda: build_dual_phase_arrays(int(n_per_category), profile.seed, profile.image_size,
+                                        (lo, hi), categories=tuple(categories),
+                                        stream=int(stream)),
         attrs={"categories": json.dumps(DUAL_PHASE_CATEGORIES),
                "convention": "1 = martensite (hard), 0 = ferrite; img[row=y, col=x]; periodic"},
     )

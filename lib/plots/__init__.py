@@ -1,7 +1,8 @@
 """The figures of the study, one module per part, and the one place figures are saved.
 
 ``common`` saves figures and holds the helpers both parts draw with, ``part_a`` draws Part A
-(dual-phase steel, GTN fracture), ``part_b`` Part B (stochastic architected materials,
+(dual-phase steel, GTN fracture), ``generation`` Part A's generative half (VQ-VAE, PixelCNN,
+generated structures and their FE check), ``part_b`` Part B (stochastic architected materials,
 homogenization, ResNet-18 and Grad-RAM, periodic designs). Every public name is re-exported
 here, so callers write ``from lib import plots; plots.save_figure(...)``.
 """
@@ -14,6 +15,17 @@ from lib.plots.part_a import (
     plot_strength_vs_fracture_strain,
     plot_stress_strain_curves,
     plot_void_maps,
+)
+from lib.plots.generation import (
+    plot_codebook,
+    plot_fraction_boxplot,
+    plot_matched,
+    plot_nll,
+    plot_reconstructions,
+    plot_slider_view,
+    plot_target_grid,
+    plot_under_target,
+    plot_validation,
 )
 from lib.plots.part_b import (
     plot_accuracy_vs_paper,
