@@ -28,6 +28,17 @@ EXPECTED_OUTPUTS: dict[str, dict[str, list[str]]] = {
         "figures": ["02_fracture_strain_vs_fraction", "02_strength_vs_fracture_strain",
                     "02_stress_strain_curves", "02_void_maps", "02_label_sensitivity"],
         "stages": ["dual_phase_db", "fracture_labels"]},
+    "04_vqvae_pixelcnn": {
+        "figures": ["04_vqvae_reconstructions", "04_codebook", "04_pixelcnn_nll",
+                    "04_generated_vs_data", "04_fig4_fs_model", "04_fig5a_fsts_model",
+                    "04_fig5b_fraction_boxplot", "04_slider_default"],
+        "stages": ["dual_phase_db", "fracture_labels", "dual_phase_rectangle_extra",
+                   "dual_phase_unlabelled", "vqvae", "vqvae_codes", "pixelcnn_fs_all",
+                   "pixelcnn_fs_random", "pixelcnn_fs_ellipse", "pixelcnn_fs_rectangle",
+                   "pixelcnn_fsts_all", "pixelcnn_uncond_all"]},
+    "05_generation_validation": {
+        "figures": ["05_fig6ab_validation", "05_fig6c_under_target"],
+        "stages": ["generated_fs_all", "generated_fs_rectangle"]},
     "06_resnet_gradram": {
         "figures": ["06_training_curves", "06_parity", "06_accuracy_vs_paper", "06_stem_comparison",
                     "06_gradram_case1", "06_gradram_case2", "06_gradram_case3", "06_gradram_sanity"],

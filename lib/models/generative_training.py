@@ -51,19 +51,21 @@ class GenerativeRecipe:
     learning rate ``vqvae_lr``; ``n_unlabelled_per_category`` extra generated structures per
     category the VQ-VAE also trains on; ``pixelcnn_width`` / ``pixelcnn_layers``: architecture
     of every PixelCNN; ``pixelcnn_epochs`` passes over the training structures (each in a
-    random mirror image and roll) in batches of ``pixelcnn_batch`` at ``pixelcnn_lr``;
+    random mirror image and roll) — ``pixelcnn_steps`` optimizer steps on batches of
+    ``pixelcnn_batch`` at ``pixelcnn_lr``, the same for every data set, so a small data set
+    is seen for more epochs;
     ``n_extra_rectangle``: additional Rectangle structures (martensite 20-30 %) generated and
     labelled so that the Rectangle data set has enough; ``seed``.
     """
 
     vqvae: VQVAEConfig = VQVAEConfig()
-    vqvae_steps: int = 3000
+    vqvae_steps: int = 1600
     vqvae_batch: int = 32
     vqvae_lr: float = 2e-3
     n_unlabelled_per_category: int = 500
     pixelcnn_width: int = 32
     pixelcnn_layers: int = 10
-    pixelcnn_epochs: int = 30
+    pixelcnn_steps: int = 300
     pixelcnn_batch: int = 32
     pixelcnn_lr: float = 2e-3
     n_extra_rectangle: int = 120
@@ -84,7 +86,7 @@ class GenerativeRecipe:
     def pixelcnn_params(self) -> dict[str, Any]:
         """What every PixelCNN's weights depend on besides its data (stage parameters)."""
         return {"version": GENERATIVE_VERSION, "width": self.pixelcnn_width,
-                "layers": self.pixelcnn_layers, "epochs": self.pixelcnn_epochs,
+                "layers": self.pixelcnn_layers, "steps": self.pixelcnn_steps,
                 "batch": self.pixelcnn_batch, "lr": self.pixelcnn_lr, "seed": self.seed}
 
 
@@ -95,12 +97,12 @@ RECIPES: dict[str, GenerativeRecipe] = {
     "smoke": GenerativeRecipe(
         vqvae=VQVAEConfig(channels=(8, 16, 32), code_dim=32, n_codes=32),
         vqvae_steps=40, vqvae_batch=16, n_unlabelled_per_category=8, pixelcnn_width=16,
-        pixelcnn_layers=4, pixelcnn_epochs=4, pixelcnn_batch=16, n_extra_rectangle=8),
+        pixelcnn_layers=4, pixelcnn_steps=12, pixelcnn_batch=16, n_extra_rectangle=8),
     "default": GenerativeRecipe(),
     "paper": GenerativeRecipe(
         vqvae=VQVAEConfig(channels=(32, 64, 128), code_dim=128, n_codes=512, n_res=2),
         vqvae_steps=20000, vqvae_batch=64, n_unlabelled_per_category=2500, pixelcnn_width=64,
-        pixelcnn_layers=15, pixelcnn_epochs=100, pixelcnn_batch=64, n_extra_rectangle=0),
+        pixelcnn_layers=15, pixelcnn_steps=20000, pixelcnn_batch=64, n_extra_rectangle=0),
 }
 
 
@@ -316,12 +318,15 @@ def _mean_nll(model: GatedPixelCNN, codes: torch.Tensor, cond: torch.Tensor | No
 def train_pixelcnn(codes: np.ndarray, cond: np.ndarray | None, train_idx: np.ndarray,
                    val_idx: np.ndarray, recipe: GenerativeRecipe,
                    device: torch.device | str | None = None, progress: bool = True,
-                   desc: str = "PixelCNN") -> tuple[GatedPixelCNN, dict[str, Any]]:
+                   desc: str = "PixelCNN", n_evals: int = 12) -> tuple[GatedPixelCNN, dict[str, Any]]:
     """Train one PixelCNN on ``codes (n, 4, s, s)`` (:func:`encode_mirrors`) with normalized
     conditions ``cond (n, n_cond)`` (``None`` = unconditional).
 
-    Returns the model with the best validation NLL (eval mode) and a history of per-epoch
-    ``train_nll`` and ``val_nll`` (nats per code), ``best_epoch`` and ``seconds_per_epoch``.
+    ``recipe.pixelcnn_steps`` Adam steps (cosine-decayed learning rate), validated ``n_evals``
+    times. Returns the model with the best validation NLL (eval mode) and a history with
+    ``step``, ``train_nll`` (running mean since the last evaluation) and ``val_nll`` (nats per
+    code) per evaluation, ``best_step``, ``seconds`` and ``seconds_per_epoch`` (one pass over
+    the training structures at the measured cost per step).
     """
     cfg_n_cond = 0 if cond is None else int(np.shape(cond)[1])
     config = recipe.pixelcnn_config(cfg_n_cond)
@@ -337,41 +342,45 @@ def train_pixelcnn(codes: np.ndarray, cond: np.ndarray | None, train_idx: np.nda
     device = torch.device(device) if device is not None else default_device()
     torch.manual_seed(recipe.seed)
     model = GatedPixelCNN(config).to(device)
+    steps = recipe.pixelcnn_steps
     opt = torch.optim.Adam(model.parameters(), lr=recipe.pixelcnn_lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=recipe.pixelcnn_epochs,
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps,
                                                        eta_min=recipe.pixelcnn_lr / 20)
     gen = torch.Generator().manual_seed(recipe.seed)
-    history: dict[str, Any] = {"train_nll": [], "val_nll": [], "seconds_per_epoch": []}
+    history: dict[str, Any] = {"step": [], "train_nll": [], "val_nll": []}
     best, best_state = np.inf, None
     val_codes = c_all[val_idx] if len(val_idx) else None
     val_cond = h_all[val_idx] if (h_all is not None and len(val_idx)) else None
-    bar = tqdm(range(recipe.pixelcnn_epochs), desc=desc, unit="epoch", disable=not progress,
-               leave=False)
-    for epoch in bar:
-        t0 = time.perf_counter()
+    eval_at = set(np.unique(np.linspace(0, steps, n_evals + 1).round().astype(int)[1:]).tolist())
+    batch = min(recipe.pixelcnn_batch, len(train_idx))
+    t0 = time.perf_counter()
+    total, count = 0.0, 0
+    bar = tqdm(range(1, steps + 1), desc=desc, unit="step", disable=not progress, leave=False)
+    for step in bar:
         model.train()
-        order = train_idx[torch.randperm(len(train_idx), generator=gen)]
-        total, count = 0.0, 0
-        for a in range(0, len(order), recipe.pixelcnn_batch):
-            idx = order[a:a + recipe.pixelcnn_batch]
-            c = _code_batch(c_all, idx, gen, augment=True).to(device)
-            h = h_all[idx].to(device) if h_all is not None else None
-            loss = F.cross_entropy(model(c, h), c)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-            count += len(idx)
+        idx = train_idx[torch.randint(0, len(train_idx), (batch,), generator=gen)]
+        c = _code_batch(c_all, idx, gen, augment=True).to(device)
+        h = h_all[idx].to(device) if h_all is not None else None
+        loss = F.cross_entropy(model(c, h), c)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
         sched.step()
-        history["train_nll"].append(total / count)
-        val = _mean_nll(model, val_codes, val_cond) if val_codes is not None else -epoch
-        history["val_nll"].append(val)
-        history["seconds_per_epoch"].append(time.perf_counter() - t0)
-        bar.set_postfix(train=f"{total / count:.3f}", val=f"{val:.3f}")
-        if val < best:
-            best, history["best_epoch"] = val, epoch + 1
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        total += float(loss.detach())
+        count += 1
+        if step in eval_at:
+            val = _mean_nll(model, val_codes, val_cond) if val_codes is not None else -step
+            history["step"].append(step)
+            history["train_nll"].append(total / count)
+            history["val_nll"].append(val)
+            total, count = 0.0, 0
+            bar.set_postfix(val=f"{val:.3f}")
+            if val < best:
+                best, history["best_step"] = val, step
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     bar.close()
+    history["seconds"] = time.perf_counter() - t0
+    history["seconds_per_epoch"] = history["seconds"] / steps * len(train_idx) / batch
     model.load_state_dict(best_state)
     model.eval()
     return model, history

@@ -81,9 +81,9 @@ def plot_nll(rows: Sequence[Mapping[str, Any]], histories: Mapping[tuple[str, st
     a.legend(fontsize=8)
     for (kind, ds), h in histories.items():
         style = {"uncond": ":", "fs": "-", "fsts": "--"}[kind]
-        b.plot(np.arange(1, len(h["val_nll"]) + 1), np.array(h["val_nll"]) / np.log(2), style,
+        b.plot(h["step"], np.array(h["val_nll"]) / np.log(2), style,
                color=_DATASET_COLOURS[ds], label=f"{kind} {ds}", lw=1)
-    b.set_xlabel("epoch")
+    b.set_xlabel("optimizer step")
     b.set_ylabel("validation NLL (bits per code)")
     b.legend(fontsize=6, ncol=3)
     fig.tight_layout()
