@@ -238,7 +238,7 @@ class GenerativeModels:
     @torch.no_grad()
     def decode(self, codes: Any, batch_size: int = 256) -> np.ndarray:
         """Binary structures ``(n, N, N)`` uint8 of code maps ``(n, s, s)``."""
-        c = torch.as_tensor(np.asarray(codes)).long()
+        c = torch.as_tensor(np.asarray(codes))
         out = [(self.vqvae.decode_codes(c[a:a + batch_size])[:, 0] > 0).to(torch.uint8).cpu()
                for a in range(0, len(c), batch_size)]
         return torch.cat(out).numpy()
@@ -256,7 +256,7 @@ class GenerativeModels:
             if strain is None:
                 raise ValueError(f"model {key} needs a target strain")
             cond = self.condition(kind, strain, strength)
-            cond = np.broadcast_to(cond, (n, cond.shape[1])) if len(cond) == 1 else cond
+            cond = np.repeat(cond, n, axis=0) if len(cond) == 1 else cond
         return model.sample(n, cond, seed=seed, temperature=temperature).numpy()
 
     def generate(self, kind: str, dataset: str, n: int, strain: Any = None,

@@ -61,6 +61,8 @@ def two_point_correlation(images: Any, r_max: int | None = None) -> np.ndarray:
     x = as_image_batch(images)
     n = x.shape[1]
     r_max = n // 2 if r_max is None else int(r_max)
+    if not 0 <= r_max <= n // 2:
+        raise ValueError(f"r_max must lie in [0, {n // 2}] (half the period), got {r_max}")
     f = np.fft.rfft2(x)
     auto = np.fft.irfft2(f * np.conj(f), s=x.shape[1:]) / (n * n)
     d = np.minimum(np.arange(n), n - np.arange(n))

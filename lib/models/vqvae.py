@@ -238,7 +238,10 @@ class VQVAE(nn.Module):
 
     def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
         """Martensite logits ``(B, 1, N, N)`` of a code map ``(B, n, n)``."""
-        codes = torch.as_tensor(codes, device=self._device()).long()
+        codes = torch.as_tensor(np.asarray(codes) if not isinstance(codes, torch.Tensor) else codes)
+        if codes.dtype.is_floating_point or codes.dtype == torch.bool:
+            raise ValueError(f"codes must be integers, got {codes.dtype}")
+        codes = codes.to(self._device()).long()
         if codes.ndim != 3 or codes.shape[1:] != (self.config.code_size,) * 2:
             raise ValueError(f"codes must have shape (B, {self.config.code_size}, "
                              f"{self.config.code_size}), got {tuple(codes.shape)}")
