@@ -20,8 +20,8 @@ from scipy import stats
 from lib.generation import DATASETS, GenerativeModels, dataset_members
 from lib.microstructures import statistics as ms
 
-__all__ = ["describe", "target_sweep", "sweep_rows", "matched_comparison", "nll_table",
-           "validation_summary", "under_target", "structure_kind"]
+__all__ = ["rho", "describe", "target_sweep", "sweep_rows", "matched_comparison", "nll_table",
+           "validation_summary", "under_target", "structure_kind", "code_patches"]
 
 #: A complete laminate (SPEC A4 "laminates are generated only by models whose training data
 #: holds them"): laminarity along the best laminate direction at least this.
@@ -41,7 +41,14 @@ def describe(images: np.ndarray) -> dict[str, np.ndarray]:
             "heterogeneity": ms.local_fraction_heterogeneity(images, 16)}
 
 
-def _rho(a: np.ndarray, b: np.ndarray) -> float:
+def rho(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation of the finite pairs of ``a (n,)`` and ``b (n,)``; NaN when
+    fewer than three pairs or either side is constant.
+
+    >>> rho(np.array([1.0, 2.0, 3.0, np.nan]), np.array([3.0, 2.0, 1.0, 0.0]))
+    -1.0
+    """
+    a, b = np.asarray(a, float), np.asarray(b, float)
     ok = np.isfinite(a) & np.isfinite(b)
     if ok.sum() < 3 or np.ptp(a[ok]) == 0 or np.ptp(b[ok]) == 0:
         return float("nan")
@@ -58,7 +65,7 @@ def target_sweep(models: GenerativeModels, dataset: str, targets: Sequence[float
     target = np.repeat(np.asarray(targets, dtype=float), n)
     images = models.generate(kind, dataset, len(target), target, strength, seed=seed)
     out: dict[str, Any] = {"images": images, "target": target, **describe(images)}
-    out["rho"] = {key: _rho(out["target"], np.asarray(out[key], float))
+    out["rho"] = {key: rho(out["target"], np.asarray(out[key], float))
                   for key in ("fraction", "laminarity_x", "laminarity_any", "heterogeneity")}
     return out
 
@@ -104,8 +111,8 @@ def matched_comparison(models: GenerativeModels, dataset: str, seed: int,
             "ks_fraction_unconditional": ms.ks_distance(f_real, f_unc),
             "s2_real": s2_real, "s2_generated": s2_gen,
             "s2_max_gap": float(np.max(np.abs(s2_real - s2_gen))),
-            "rho_fraction_real": _rho(pool.strain[idx], f_real),
-            "rho_fraction_generated": _rho(pool.strain[idx], f_gen)}
+            "rho_fraction_real": rho(pool.strain[idx], f_real),
+            "rho_fraction_generated": rho(pool.strain[idx], f_gen)}
 
 
 def nll_table(models: GenerativeModels) -> list[dict[str, Any]]:
@@ -138,7 +145,7 @@ def validation_summary(target: np.ndarray, actual: np.ndarray) -> dict[str, floa
     t, a = np.asarray(target, float), np.asarray(actual, float)
     ok = np.isfinite(a)
     rel = np.abs(a[ok] - t[ok]) / t[ok]
-    return {"n": int(ok.sum()), "n_failed": int((~ok).sum()), "rho": _rho(t[ok], a[ok]),
+    return {"n": int(ok.sum()), "n_failed": int((~ok).sum()), "rho": rho(t[ok], a[ok]),
             "median_relative_error": float(np.median(rel)) if rel.size else float("nan"),
             "n_under_20pct": int(under_target(t[ok], a[ok]).sum())}
 
@@ -154,3 +161,28 @@ def structure_kind(images: np.ndarray) -> np.ndarray:
     kind[d["laminarity_any"] >= LAMINATE_THRESHOLD] = "laminate, other direction"
     kind[d["laminarity_x"] >= LAMINATE_THRESHOLD] = "laminate along x"
     return kind.astype(str)
+
+
+def code_patches(codes: np.ndarray, images: np.ndarray, n_codes: int, context: int = 4
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """What each codebook entry stands for in the data: the mean neighbourhood of its sites.
+
+    ``codes (n, s, s)`` code maps of ``images (n, N, N)`` (each code covers a ``p = N/s`` px
+    cell); returns ``patches (K, p + 2 context, p + 2 context)``, the martensite probability
+    around the cells where each code sits (periodic), and ``counts (K,)`` (NaN patches for
+    unused codes). The "characteristic microstructures" of the paper's Fig. 1a.
+    """
+    codes, images = np.asarray(codes), np.asarray(images)
+    n, s = codes.shape[0], codes.shape[1]
+    size = images.shape[1]
+    p = size // s
+    w = p + 2 * context
+    off = (np.arange(s) * p - context)[:, None] + np.arange(w)[None, :]  # (s, w)
+    off %= size
+    sums = np.zeros((n_codes, w, w))
+    counts = np.bincount(codes.ravel(), minlength=n_codes)[:n_codes].astype(float)
+    for b in range(n):
+        win = images[b][off[:, None, :, None], off[None, :, None, :]].astype(float)  # (s,s,w,w)
+        np.add.at(sums, codes[b].ravel(), win.reshape(-1, w, w))
+    with np.errstate(invalid="ignore"):
+        return sums / counts[:, None, None], counts

@@ -40,22 +40,29 @@ def plot_reconstructions(originals: np.ndarray, reconstructions: np.ndarray,
     return fig
 
 
-def plot_codebook(tiles: np.ndarray, counts: np.ndarray, perplexity: float,
-                  dead_fraction: float) -> plt.Figure:
-    """The "characteristic microstructures": codebook entries decoded (``tiles (m, t, t)``,
-    most used first), and the code-usage histogram (``counts (K,)``)."""
-    m = len(tiles)
+def plot_codebook(patches: np.ndarray, codes: Sequence[int], counts: np.ndarray,
+                  perplexity: float, dead_fraction: float, context: int = 4) -> plt.Figure:
+    """The "characteristic microstructures": for codebook entries ``codes`` (most used first),
+    the mean neighbourhood of the sites where each sits (``patches (m, w, w)``, the code's own
+    cell framed in red), and the code-usage histogram (``counts (K,)``)."""
+    m = len(codes)
     cols = min(m, 12)
     rows = int(np.ceil(m / cols))
-    fig = plt.figure(figsize=(1.0 * cols, 1.0 * rows + 2.4))
+    fig = plt.figure(figsize=(1.0 * cols, 1.05 * rows + 2.4))
     grid = fig.add_gridspec(rows + 2, cols)
-    order = np.argsort(counts)[::-1]
-    for k in range(m):
+    share = counts / max(counts.sum(), 1)
+    w = patches.shape[-1]
+    for k, code in enumerate(codes):
         ax = fig.add_subplot(grid[k // cols, k % cols])
-        _show(ax, tiles[k], f"#{order[k]}")
+        ax.imshow(patches[k], cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+        ax.add_patch(plt.Rectangle((context - 0.5, context - 0.5), w - 2 * context,
+                                   w - 2 * context, fill=False, ec="tab:red", lw=0.8))
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(f"#{code} {100 * share[code]:.1f}%", fontsize=7)
     ax = fig.add_subplot(grid[rows:, :])
-    share = counts[order] / max(counts.sum(), 1)
-    ax.bar(np.arange(len(counts)), share, width=1.0, color="0.3")
+    order = np.argsort(counts)[::-1]
+    ax.bar(np.arange(len(counts)), share[order], width=1.0, color="0.3")
     ax.set_xlabel("code (sorted by use)")
     ax.set_ylabel("share of codes")
     ax.set_title(f"codebook usage on held-out structures: perplexity {perplexity:.1f} of "
@@ -146,10 +153,11 @@ def plot_target_grid(sweeps: Mapping[str, Mapping[str, Any]], n_show: int = 4,
 def plot_fraction_boxplot(sweep: Mapping[str, Any], title: str,
                           strain_label: str = "target ε_f") -> plt.Figure:
     """The paper's Fig. 5b: martensite fraction of the generated structures per target, box
-    plot with medians (line) and means (triangle), and the share of complete laminates."""
+    plot with medians (line) and means (triangle), and the median laminarity along x (1 for
+    complete layers along the load)."""
     targets = np.unique(sweep["target"])
     data = [sweep["fraction"][sweep["target"] == t] for t in targets]
-    lam = [np.mean(sweep["complete_laminate"][sweep["target"] == t]) for t in targets]
+    lam = [np.median(sweep["laminarity_x"][sweep["target"] == t]) for t in targets]
     fig, a = plt.subplots(figsize=(6.5, 3.8))
     a.boxplot(data, positions=np.arange(len(targets)), widths=0.6, showmeans=True,
               medianprops=dict(color="k"), meanprops=dict(marker="^", markerfacecolor="tab:red",
@@ -161,7 +169,7 @@ def plot_fraction_boxplot(sweep: Mapping[str, Any], title: str,
                 fontsize=9)
     b = a.twinx()
     b.plot(np.arange(len(targets)), lam, "s--", color="tab:blue")
-    b.set_ylabel("share of complete laminates", color="tab:blue")
+    b.set_ylabel("laminarity along x (median)", color="tab:blue")
     b.set_ylim(0, 1)
     fig.tight_layout()
     return fig
