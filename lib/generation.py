@@ -41,7 +41,7 @@ from lib.models.vqvae import VQVAE
 from lib.profiles import Profile, get_profile
 from lib.stages import cached_stage, load_stage, read_key
 
-__all__ = ["DATASETS", "MODEL_KINDS", "PAPER_TARGETS", "FIG5_TARGETS", "FIG5_STRENGTH",
+__all__ = ["DUAL_PHASE_CATEGORIES", "DATASETS", "MODEL_KINDS", "PAPER_TARGETS", "FIG5_TARGETS", "FIG5_STRENGTH",
            "RECTANGLE_WINDOW", "GenerationSizes", "get_generation_sizes", "LabelledPool",
            "ConditionScale", "GenerativeModels", "labelled_pool", "dataset_members",
            "generative_models", "slider_view", "generated_stage"]

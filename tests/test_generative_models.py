@@ -677,6 +677,10 @@ def test_slider_view_and_generate() -> None:
     nets = {("fs", "All"): _pixelcnn(n_codes=16, code_size=4, n_cond=1, seed=12),
             ("fsts", "All"): _pixelcnn(n_codes=16, code_size=4, n_cond=2, seed=13),
             ("uncond", "All"): _pixelcnn(n_codes=16, code_size=4, n_cond=0, seed=14)}
+    with torch.no_grad():  # a condition that matters, as in a trained model
+        for layer in nets[("fs", "All")].layers:
+            layer.cond_h.weight.mul_(30.0)
+        vq.quantizer.codebook.mul_(50.0)  # codes far apart: the random decoder tells them apart
     models = GenerativeModels("test", GenerativeRecipe(vqvae=vq_config), pool, scale, vq, None,
                               np.zeros((14, 4, 4, 4), np.int16), nets, {}, {})
     view = slider_view(models, 0.4, seed=3, n=3)
@@ -686,6 +690,10 @@ def test_slider_view_and_generate() -> None:
     codes = nets[("fs", "All")].sample(3, np.full((3, 1), 0.4, np.float32), seed=3)
     assert np.array_equal(imgs, models.decode(codes))
     assert np.array_equal(slider_view(models, 0.4, seed=3, n=3), view)  # seeded
+    # moving the target slider changes the structures (same seed): codes and image
+    codes_hi = nets[("fs", "All")].sample(3, np.full((3, 1), 1.0, np.float32), seed=3)
+    assert not torch.equal(codes, codes_hi)
+    assert not np.array_equal(slider_view(models, 1.0, seed=3, n=3), view)
     view2 = slider_view(models, 0.4, strength=700.0, seed=3, n=2)
     cond2 = scale.normalize([0.4], [700.0])
     np.testing.assert_allclose(cond2, [[0.4, 0.4]], rtol=1e-6)
