@@ -64,6 +64,8 @@ def _recipe(vqvae: VQVAEConfig, epochs: int, n_train: int, **kw) -> GenerativeRe
     batch = kw.setdefault("pixelcnn_batch", 16)
     if "pixelcnn_steps" in fields:
         kw["pixelcnn_steps"] = epochs * -(-n_train // batch)
+        if "pixelcnn_epochs" in fields:
+            kw["pixelcnn_epochs"] = 0.0
     else:
         kw["pixelcnn_epochs"] = epochs
     return GenerativeRecipe(vqvae=vqvae, **kw)

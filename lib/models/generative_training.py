@@ -50,10 +50,10 @@ class GenerativeRecipe:
     ``vqvae``: architecture; ``vqvae_steps`` optimizer steps of ``vqvae_batch`` structures at
     learning rate ``vqvae_lr``; ``n_unlabelled_per_category`` extra generated structures per
     category the VQ-VAE also trains on; ``pixelcnn_width`` / ``pixelcnn_layers``: architecture
-    of every PixelCNN; ``pixelcnn_epochs`` passes over the training structures (each in a
-    random mirror image and roll) — ``pixelcnn_steps`` optimizer steps on batches of
-    ``pixelcnn_batch`` at ``pixelcnn_lr``, the same for every data set, so a small data set
-    is seen for more epochs;
+    of every PixelCNN, trained on batches of ``pixelcnn_batch`` code maps (each structure in a
+    random mirror image and roll) at ``pixelcnn_lr`` for ``pixelcnn_epochs`` passes over its
+    training structures but at least ``pixelcnn_steps`` optimizer steps (:meth:`steps_for`),
+    so a small data set is seen for more epochs and a large one is not cut short;
     ``n_extra_rectangle``: additional Rectangle structures (martensite 20-30 %) generated and
     labelled so that the Rectangle data set has enough; ``seed``.
     """
@@ -66,6 +66,7 @@ class GenerativeRecipe:
     pixelcnn_width: int = 32
     pixelcnn_layers: int = 10
     pixelcnn_steps: int = 300
+    pixelcnn_epochs: float = 60.0
     pixelcnn_batch: int = 32
     pixelcnn_lr: float = 2e-3
     n_extra_rectangle: int = 120
@@ -83,10 +84,21 @@ class GenerativeRecipe:
                               width=self.pixelcnn_width, n_layers=self.pixelcnn_layers,
                               n_cond=n_cond)
 
-    def pixelcnn_params(self) -> dict[str, Any]:
-        """What every PixelCNN's weights depend on besides its data (stage parameters)."""
+    def steps_for(self, n_train: int) -> int:
+        """Optimizer steps of a PixelCNN on ``n_train`` structures: ``pixelcnn_epochs`` passes,
+        at least ``pixelcnn_steps``.
+
+        >>> GenerativeRecipe().steps_for(560), GenerativeRecipe().steps_for(144)
+        (1050, 300)
+        """
+        return max(int(self.pixelcnn_steps),
+                   int(np.ceil(self.pixelcnn_epochs * n_train / self.pixelcnn_batch)))
+
+    def pixelcnn_params(self, n_train: int) -> dict[str, Any]:
+        """What a PixelCNN's weights on ``n_train`` structures depend on besides its data
+        (stage parameters)."""
         return {"version": GENERATIVE_VERSION, "width": self.pixelcnn_width,
-                "layers": self.pixelcnn_layers, "steps": self.pixelcnn_steps,
+                "layers": self.pixelcnn_layers, "steps": self.steps_for(n_train),
                 "batch": self.pixelcnn_batch, "lr": self.pixelcnn_lr, "seed": self.seed}
 
 
@@ -97,12 +109,14 @@ RECIPES: dict[str, GenerativeRecipe] = {
     "smoke": GenerativeRecipe(
         vqvae=VQVAEConfig(channels=(8, 16, 32), code_dim=32, n_codes=32),
         vqvae_steps=40, vqvae_batch=16, n_unlabelled_per_category=8, pixelcnn_width=16,
-        pixelcnn_layers=4, pixelcnn_steps=12, pixelcnn_batch=16, n_extra_rectangle=8),
+        pixelcnn_layers=4, pixelcnn_steps=12, pixelcnn_epochs=2.0, pixelcnn_batch=16,
+        n_extra_rectangle=8),
     "default": GenerativeRecipe(),
     "paper": GenerativeRecipe(
         vqvae=VQVAEConfig(channels=(32, 64, 128), code_dim=128, n_codes=512, n_res=2),
         vqvae_steps=20000, vqvae_batch=64, n_unlabelled_per_category=2500, pixelcnn_width=64,
-        pixelcnn_layers=15, pixelcnn_steps=20000, pixelcnn_batch=64, n_extra_rectangle=0),
+        pixelcnn_layers=15, pixelcnn_steps=20000, pixelcnn_epochs=200.0, pixelcnn_batch=64,
+        n_extra_rectangle=0),
 }
 
 
@@ -322,7 +336,7 @@ def train_pixelcnn(codes: np.ndarray, cond: np.ndarray | None, train_idx: np.nda
     """Train one PixelCNN on ``codes (n, 4, s, s)`` (:func:`encode_mirrors`) with normalized
     conditions ``cond (n, n_cond)`` (``None`` = unconditional).
 
-    ``recipe.pixelcnn_steps`` Adam steps (cosine-decayed learning rate), validated ``n_evals``
+    ``recipe.steps_for(len(train_idx))`` Adam steps (cosine-decayed learning rate), validated ``n_evals``
     times. Returns the model with the best validation NLL (eval mode) and a history with
     ``step``, ``train_nll`` (running mean since the last evaluation) and ``val_nll`` (nats per
     code) per evaluation, ``best_step``, ``seconds`` and ``seconds_per_epoch`` (one pass over
@@ -342,7 +356,7 @@ def train_pixelcnn(codes: np.ndarray, cond: np.ndarray | None, train_idx: np.nda
     device = torch.device(device) if device is not None else default_device()
     torch.manual_seed(recipe.seed)
     model = GatedPixelCNN(config).to(device)
-    steps = recipe.pixelcnn_steps
+    steps = recipe.steps_for(len(train_idx))
     opt = torch.optim.Adam(model.parameters(), lr=recipe.pixelcnn_lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps,
                                                        eta_min=recipe.pixelcnn_lr / 20)
@@ -410,7 +424,8 @@ def pixelcnn_stage(profile: str, name: str, codes: np.ndarray, cond: np.ndarray 
                 **{f"split_{k}": np.asarray(v, dtype=np.int64) for k, v in split.items()}}
 
     n_cond = 0 if cond is None else int(np.shape(cond)[1])
-    params = {**recipe.pixelcnn_params(), "n_cond": n_cond, "n_items": int(len(codes)),
+    params = {**recipe.pixelcnn_params(len(split["train"])), "n_cond": n_cond,
+              "n_items": int(len(codes)),
               "description": dict(description)}
     config = recipe.pixelcnn_config(n_cond)
     return cached_stage(getattr(profile, "name", profile), name, params, compute,
