@@ -224,13 +224,14 @@ def plot_under_target(images: np.ndarray, labels: Sequence[str], n_max: int = 12
     n = min(len(images), n_max)
     cols = max(1, min(n, 6))
     rows = max(1, int(np.ceil(n / cols)))
-    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.1 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 2.5 * rows), squeeze=False)
     for a in axes.ravel():
         a.axis("off")
     for k in range(n):
         ax = axes[k // cols, k % cols]
         ax.axis("on")
-        _show(ax, images[k], labels[k])
+        _show(ax, images[k])
+        ax.set_title(labels[k], fontsize=6.5)
     if n == 0:
         axes[0, 0].text(0.5, 0.5, "no structure under 20 % of its target", ha="center",
                         va="center", fontsize=9)
