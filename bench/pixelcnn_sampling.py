@@ -81,6 +81,11 @@ def main() -> None:
     _sync(device)
     t_decode = time.perf_counter() - t0
 
+    t0 = time.perf_counter()
+    decode(vqvae, net.sample(6, cond[:6], seed=2).to(device))
+    _sync(device)
+    t_slider = time.perf_counter() - t0
+
     k = args.n_naive
     t0 = time.perf_counter()
     naive = net.sample_naive(k, cond[:k], seed=1)
@@ -94,6 +99,7 @@ def main() -> None:
     print(f"naive loop: {t_naive:.1f} s for {k} structures -> {scaled:.0f} s for {args.n} "
           f"(scaled linearly) + decode; speed-up of sampling {scaled / t_sample:.0f}x")
     print(f"same codes for the same seed (naive vs cached, {k} structures): {same}")
+    print(f"one slider view (6 structures sampled and decoded): {t_slider:.2f} s")
 
     # training cost per epoch
     x = (torch.rand(recipe.vqvae_batch, 1, recipe.vqvae.image_size, recipe.vqvae.image_size,
