@@ -24,9 +24,9 @@ import argparse
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -42,11 +42,21 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def decode(vqvae: VQVAE, codes: torch.Tensor, batch: int = 256) -> np.ndarray:
-    """Binary structures of code maps (what generation returns)."""
-    with torch.no_grad():
-        return torch.cat([(vqvae.decode_codes(codes[a:a + batch])[:, 0] > 0).cpu()
-                          for a in range(0, len(codes), batch)]).numpy()
+def min_step_seconds(model: torch.nn.Module, loss_of: Callable[[], torch.Tensor],
+                     device: torch.device, repeats: int = 4) -> float:
+    """Minimum wall seconds of one Adam step on ``loss_of()`` over ``repeats`` steps, the first
+    (warm-up) left out."""
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        loss = loss_of()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return min(times[1:])
 
 
 def main() -> None:
@@ -77,12 +87,12 @@ def main() -> None:
     _sync(device)
     t_sample = time.perf_counter() - t0
     t0 = time.perf_counter()
-    decode(vqvae, codes.to(device))
+    vqvae.decode_batched(codes.to(device))
     _sync(device)
     t_decode = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    decode(vqvae, net.sample(6, cond[:6], seed=2).to(device))
+    vqvae.decode_batched(net.sample(6, cond[:6], seed=2).to(device))
     _sync(device)
     t_slider = time.perf_counter() - t0
 
@@ -105,32 +115,12 @@ def main() -> None:
     x = (torch.rand(recipe.vqvae_batch, 1, recipe.vqvae.image_size, recipe.vqvae.image_size,
                     generator=torch.Generator().manual_seed(0)) < 0.4).float().to(device)
     vq_train = VQVAE(recipe.vqvae).to(device).train()
-    opt = torch.optim.Adam(vq_train.parameters(), 1e-3)
-    times = []
-    for _ in range(4):
-        t0 = time.perf_counter()
-        loss, _ = vq_train.loss(x)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    vq_step = min(times[1:])
+    vq_step = min_step_seconds(vq_train, lambda: vq_train.loss(x)[0], device)
     s = recipe.vqvae.code_size
     c = torch.randint(0, recipe.vqvae.n_codes, (recipe.pixelcnn_batch, s, s)).to(device)
     h = torch.rand(recipe.pixelcnn_batch, 1).to(device)
     net.train()
-    opt = torch.optim.Adam(net.parameters(), 1e-3)
-    times = []
-    for _ in range(4):
-        t0 = time.perf_counter()
-        loss = F.cross_entropy(net(c, h), c)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    pc_step = min(times[1:])
+    pc_step = min_step_seconds(net, lambda: F.cross_entropy(net(c, h), c), device)
     n_steps = args.n_train / recipe.vqvae_batch
     print(f"VQ-VAE training: {vq_step:.2f} s per step of {recipe.vqvae_batch} structures -> "
           f"{vq_step * n_steps:.0f} s per epoch of {args.n_train} structures; the recipe's "

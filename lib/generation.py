@@ -234,13 +234,9 @@ class GenerativeModels:
             return self.scale.normalize(strain, strength)
         return self.scale.normalize(strain)
 
-    @torch.no_grad()
     def decode(self, codes: Any, batch_size: int = 256) -> np.ndarray:
         """Binary structures ``(n, N, N)`` uint8 of code maps ``(n, s, s)``."""
-        c = torch.as_tensor(np.asarray(codes))
-        out = [(self.vqvae.decode_codes(c[a:a + batch_size])[:, 0] > 0).to(torch.uint8).cpu()
-               for a in range(0, len(c), batch_size)]
-        return torch.cat(out).numpy()
+        return self.vqvae.decode_batched(codes, batch_size)
 
     def sample_codes(self, kind: str, dataset: str, n: int, strain: Any = None,
                      strength: Any = None, seed: int = 0, temperature: float = 1.0) -> np.ndarray:

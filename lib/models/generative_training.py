@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from lib.models.pixelcnn import GatedPixelCNN, PixelCNNConfig, bits_per_code, check_codes
-from lib.models.training import default_device
+from lib.models.training import augment_periodic, default_device
 from lib.models.vqvae import VQVAE, VQVAEConfig, check_images, codebook_usage
 
 __all__ = ["GenerativeRecipe", "RECIPES", "get_generative_recipe", "train_vqvae", "vqvae_stage",
@@ -150,39 +150,23 @@ def load_state(model: torch.nn.Module, arrays: Mapping[str, np.ndarray], prefix:
 # --------------------------------------------------------------------------------------------
 # VQ-VAE
 # --------------------------------------------------------------------------------------------
-def _augment_images(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Random periodic roll and mirror flips of each image ``(B, 1, N, N)``."""
-    n, _, h, w = x.shape
-    shifts = torch.randint(0, h, (n, 2), generator=gen)
-    flips = torch.randint(0, 2, (n, 2), generator=gen).bool()
-    out = []
-    for i in range(n):
-        xi = torch.roll(x[i], (int(shifts[i, 0]), int(shifts[i, 1])), dims=(1, 2))
-        if flips[i, 0]:
-            xi = xi.flip(1)
-        if flips[i, 1]:
-            xi = xi.flip(2)
-        out.append(xi)
-    return torch.stack(out)
-
-
 @torch.no_grad()
 def reconstruction_metrics(model: VQVAE, images: Any, batch_size: int = 128) -> dict[str, Any]:
     """Held-out quality of a VQ-VAE on binary ``images (n, N, N)``.
 
     ``pixel_accuracy`` (share of pixels reconstructed right), ``fraction_error`` (n,)
     reconstructed minus original martensite fraction, ``perplexity`` and ``dead_fraction`` of
-    the codebook over these images' codes, ``codes (n, n_c, n_c)``.
+    the codebook over these images' codes, ``codes (n, n_c, n_c)`` and the binary
+    ``reconstructions (n, N, N)``.
     """
     imgs = np.asarray(images)
-    recon = model.reconstruct(imgs, batch_size)
-    codes = torch.cat([model.encode(imgs[a:a + batch_size]).cpu()
-                       for a in range(0, len(imgs), batch_size)]).numpy()
+    codes = model.encode_batched(imgs, batch_size)
+    recon = model.decode_batched(codes, batch_size)
     usage = codebook_usage(codes, model.config.n_codes)
     return {"pixel_accuracy": float((recon == imgs).mean()),
             "fraction_error": recon.mean(axis=(1, 2)) - imgs.mean(axis=(1, 2)),
             "perplexity": usage["perplexity"], "dead_fraction": usage["dead_fraction"],
-            "codes": codes}
+            "codes": codes, "reconstructions": recon}
 
 
 def train_vqvae(train_images: np.ndarray, val_images: np.ndarray, recipe: GenerativeRecipe,
@@ -214,7 +198,7 @@ def train_vqvae(train_images: np.ndarray, val_images: np.ndarray, recipe: Genera
     for step in bar:
         model.train()
         idx = torch.randint(0, len(x_all), (recipe.vqvae_batch,), generator=gen)
-        x = _augment_images(x_all[idx], gen).to(device)
+        x = augment_periodic(x_all[idx], gen).to(device)
         loss, info = model.loss(x)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -287,12 +271,9 @@ def encode_mirrors(model: VQVAE, images: Any, batch_size: int = 128) -> np.ndarr
     Order: identity, flipped in y (rows reversed), flipped in x (columns reversed), both.
     """
     x = check_images(images, model.config.image_size)
-    out = []
-    for flip in ((), (2,), (3,), (2, 3)):
-        xf = x.flip(flip) if flip else x
-        out.append(torch.cat([model.encode(xf[a:a + batch_size]).cpu()
-                              for a in range(0, len(xf), batch_size)]))
-    return torch.stack(out, 1).numpy().astype(np.int16)
+    out = [model.encode_batched(x.flip(flip) if flip else x, batch_size)
+           for flip in ((), (2,), (3,), (2, 3))]
+    return np.stack(out, 1).astype(np.int16)
 
 
 # --------------------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ __all__ = [
     "MinMaxScaler",
     "split_indices",
     "default_device",
+    "augment_periodic",
     "train_regressor",
     "predict",
     "regression_metrics",
@@ -341,8 +342,9 @@ def _batches(images: np.ndarray, idx: np.ndarray, batch_size: int, device: torch
         yield sel, x
 
 
-def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Random periodic shift and mirror flips per image: the periodic labels do not change."""
+def augment_periodic(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random periodic shift and mirror flips per image ``(B, C, N, N)``: periodic labels do not
+    change (used by the regressors and the VQ-VAE)."""
     n, _, h, w = x.shape
     shifts = torch.randint(0, h, (n, 2), generator=gen)
     flips = torch.randint(0, 2, (n, 2), generator=gen).bool()
@@ -446,7 +448,7 @@ def train_regressor(images: np.ndarray, targets: np.ndarray, train_idx: np.ndarr
             if len(sel) < 2:  # BatchNorm needs two samples
                 continue
             if recipe.augment:
-                x = _augment(x, gen)
+                x = augment_periodic(x, gen)
             target = y_t[sel].to(device)
             opt.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):

@@ -267,17 +267,28 @@ class VQVAE(nn.Module):
         return next(self.parameters()).device
 
     @torch.no_grad()
-    def reconstruct(self, images: Any, batch_size: int = 128) -> np.ndarray:
-        """Binary reconstructions ``(B, N, N)`` uint8 (martensite where the probability > 0.5)."""
+    def encode_batched(self, images: Any, batch_size: int = 128) -> np.ndarray:
+        """:meth:`encode` of many ``images`` in batches: codes ``(B, n, n)`` int64 (numpy)."""
         x = check_images(images, self.config.image_size)
+        return torch.cat([self.encode(x[a:a + batch_size]).cpu()
+                          for a in range(0, len(x), batch_size)]).numpy()
+
+    @torch.no_grad()
+    def decode_batched(self, codes: Any, batch_size: int = 256) -> np.ndarray:
+        """Binary structures ``(B, N, N)`` uint8 of code maps ``(B, n, n)`` (martensite where
+        the decoded probability > 0.5), in batches."""
+        c = torch.as_tensor(np.asarray(codes) if not isinstance(codes, torch.Tensor) else codes)
         was = self.training
         self.eval()
-        out = []
-        for a in range(0, len(x), batch_size):
-            logits = self.decode_codes(self.encode(x[a:a + batch_size]))
-            out.append((logits[:, 0] > 0).to(torch.uint8).cpu())
+        out = [(self.decode_codes(c[a:a + batch_size])[:, 0] > 0).to(torch.uint8).cpu()
+               for a in range(0, len(c), batch_size)]
         self.train(was)
         return torch.cat(out).numpy()
+
+    @torch.no_grad()
+    def reconstruct(self, images: Any, batch_size: int = 128) -> np.ndarray:
+        """Binary reconstructions ``(B, N, N)`` uint8 (martensite where the probability > 0.5)."""
+        return self.decode_batched(self.encode_batched(images, batch_size), batch_size)
 
 
 def codebook_usage(codes: Any, n_codes: int) -> dict[str, Any]:
