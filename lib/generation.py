@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ from lib.stages import cached_stage, load_stage, read_key
 __all__ = ["DUAL_PHASE_CATEGORIES", "DATASETS", "MODEL_KINDS", "PAPER_TARGETS", "FIG5_TARGETS", "FIG5_STRENGTH",
            "RECTANGLE_WINDOW", "GenerationSizes", "get_generation_sizes", "LabelledPool",
            "ConditionScale", "GenerativeModels", "labelled_pool", "dataset_members",
-           "generative_models", "slider_view", "generated_stage"]
+           "generative_models", "pixelcnn_with_seed", "slider_view", "generated_stage"]
 
 #: The data sets of the FS model (SPEC A4), in figure order.
 DATASETS = ("All", "Random", "Ellipse", "Rectangle")
@@ -315,28 +316,57 @@ def generative_models(profile: Profile | str, recipe: GenerativeRecipe | None = 
     pixelcnns, info, paths = {}, {}, {}
     plan = [(k, d) for k in kinds for d in (("All",) if k == "fsts" else datasets)]
     for kind, dataset in plan:
-        members = dataset_members(pool, dataset)
-        split = {p: np.searchsorted(members, pool.indices(members, p)) for p in ("train", "val", "test")}
-        if len(split["train"]) == 0:
-            raise ValueError(f"data set {dataset} has no training structures in profile {prof.name}")
-        cond = None
-        if kind == "fs":
-            cond = scale.normalize(pool.strain[members])
-        elif kind == "fsts":
-            cond = scale.normalize(pool.strain[members], pool.strength[members])
-        description = {"kind": kind, "dataset": dataset, "n_structures": int(len(members)),
-                       "condition": {"fs": "load_drop_strain", "fsts": "load_drop_strain, tensile_strength",
-                                     "uncond": None}[kind],
-                       "scale_lo": scale.lo.tolist(), "scale_hi": scale.hi.tolist()}
-        name = f"pixelcnn_{kind}_{dataset.lower()}"
-        path = pixelcnn_stage(prof.name, name, codes[members], cond, split, recipe,
-                              [read_key(codes_path)], description, device, progress)
-        model, model_info = load_pixelcnn(path, device)
-        model_info["members"] = members
+        model, model_info, path = _train_pixelcnn(prof.name, pool, scale, codes, codes_path,
+                                                  recipe, kind, dataset, "", device, progress)
         pixelcnns[(kind, dataset)], info[(kind, dataset)], paths[(kind, dataset)] = \
             model, model_info, path
     return GenerativeModels(prof.name, recipe, pool, scale, vqvae, vq_path, codes, pixelcnns,
                             info, paths, stage_paths)
+
+
+def _train_pixelcnn(profile: str, pool: LabelledPool, scale: ConditionScale, codes: np.ndarray,
+                    codes_path: Path, recipe: GenerativeRecipe, kind: str, dataset: str,
+                    suffix: str, device: torch.device | str | None, progress: bool
+                    ) -> tuple[GatedPixelCNN, dict[str, Any], Path]:
+    """Train (or load) the PixelCNN of (kind, data set): stage ``pixelcnn_<kind>_<dataset><suffix>``."""
+    members = dataset_members(pool, dataset)
+    split = {p: np.searchsorted(members, pool.indices(members, p)) for p in ("train", "val", "test")}
+    if len(split["train"]) == 0:
+        raise ValueError(f"data set {dataset} has no training structures in profile {profile}")
+    cond = None
+    if kind == "fs":
+        cond = scale.normalize(pool.strain[members])
+    elif kind == "fsts":
+        cond = scale.normalize(pool.strain[members], pool.strength[members])
+    description = {"kind": kind, "dataset": dataset, "n_structures": int(len(members)),
+                   "condition": {"fs": "load_drop_strain", "fsts": "load_drop_strain, tensile_strength",
+                                 "uncond": None}[kind],
+                   "scale_lo": scale.lo.tolist(), "scale_hi": scale.hi.tolist()}
+    name = f"pixelcnn_{kind}_{dataset.lower()}{suffix}"
+    path = pixelcnn_stage(profile, name, codes[members], cond, split, recipe,
+                          [read_key(codes_path)], description, device, progress)
+    model, model_info = load_pixelcnn(path, device)
+    model_info["members"] = members
+    return model, model_info, path
+
+
+def pixelcnn_with_seed(models: GenerativeModels, kind: str, dataset: str, seed: int,
+                       device: torch.device | str | None = None, progress: bool = True
+                       ) -> tuple[GatedPixelCNN, dict[str, Any], Path]:
+    """A second PixelCNN of (kind, data set): same data, split, recipe and condition as
+    ``models.pixelcnns[(kind, dataset)]``, another training seed (initial weights, batches,
+    augmentation). Stage ``pixelcnn_<kind>_<dataset>_seed<seed>``. For the question how much
+    of what a model says is the model and not the data (notebook 07)."""
+    if (kind, dataset) not in models.pixelcnns:
+        raise ValueError(f"no model {(kind, dataset)}: trained are {sorted(models.pixelcnns)}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+    if int(seed) == models.recipe.seed:
+        raise ValueError(f"seed {seed} is the recipe's own: that is the model already trained")
+    recipe = dataclasses.replace(models.recipe, seed=int(seed))
+    return _train_pixelcnn(models.profile, models.pool, models.scale, models.codes,
+                           models.stage_paths["codes"], recipe, kind, dataset, f"_seed{int(seed)}",
+                           device, progress)
 
 
 # --------------------------------------------------------------------------------------------

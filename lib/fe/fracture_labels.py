@@ -16,6 +16,8 @@ the stage stores, per sample:
 ``fe_martensite_fraction``  martensite fraction of the FE grid image (after :func:`coarsen`)
 ``void_map``              (n, grid, grid) float32 element-mean void volume fraction at the first
                           increment with f̄ >= f̄_crit (the last converged state if not reached)
+``load_drop_void_map``    only with ``load_drop_map=True`` (:mod:`lib.fe.void_maps`): the same at
+                          the first increment past the load drop (NaN if not reached)
 ``history_*``             (n, HISTORY_LENGTH) histories of ``strain`` (E_xx), ``stress`` (σ̄_xx,
                           MPa), ``mean_void`` (f̄) and ``lateral_strain`` (E_yy), from the
                           unloaded state, padded with NaN; ``history_length`` (n,) counts the
@@ -282,7 +284,7 @@ def _thin_indices(n_points: int, max_len: int, keep: Sequence[int]) -> np.ndarra
     return idx
 
 
-def _empty_sample(grid: int, max_len: int) -> dict[str, Any]:
+def _empty_sample(grid: int, max_len: int, load_drop_map: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {
         "fracture_strain": np.nan, "load_drop_strain": np.nan, "tensile_strength": np.nan,
         "strain_reached": np.nan, "fe_martensite_fraction": np.nan,
@@ -296,13 +298,15 @@ def _empty_sample(grid: int, max_len: int) -> dict[str, Any]:
         out[f"history_{key}"] = np.full(max_len, np.nan)
     for key in _SECONDS_KEYS:
         out[f"seconds_{key}"] = 0.0
+    if load_drop_map:
+        out["load_drop_void_map"] = np.full((grid, grid), np.nan, dtype=np.float32)
     return out
 
 
 def _from_result(result: RVEResult, criteria: FractureCriteria, grid: int,
-                 max_len: int) -> dict[str, Any]:
+                 max_len: int, load_drop_map: bool = False) -> dict[str, Any]:
     """The stored labels of one GTNRVE result (see the module docstring)."""
-    out = _empty_sample(grid, max_len)
+    out = _empty_sample(grid, max_len, load_drop_map)
     hist = {"strain": result.strain, "stress": result.stress, "mean_void": result.mean_void,
             "lateral_strain": result.lateral_strain}
     hist = {k: np.asarray(v, dtype=float).ravel() for k, v in hist.items()}
@@ -339,6 +343,8 @@ def _from_result(result: RVEResult, criteria: FractureCriteria, grid: int,
     void_map = np.asarray(result.void_map, dtype=np.float32)
     if void_map.shape == (grid, grid):
         out["void_map"] = void_map
+    if load_drop_map and result.load_drop_void_map is not None:
+        out["load_drop_void_map"] = np.asarray(result.load_drop_void_map, dtype=np.float32)
     out.update(status=status[:_MAX_STATUS], converged=not failed,
                n_increments=int(result.n_increments), n_newton=int(result.n_newton),
                n_cuts=int(result.n_cuts),
@@ -361,7 +367,7 @@ def _solver(grid: int, phases: tuple[GTNParameters, GTNParameters], criteria: Fr
 def label_structure(fe_image: np.ndarray, criteria: FractureCriteria = FractureCriteria(),
                     stepping: LoadStepping = LoadStepping(),
                     phases: tuple[GTNParameters, GTNParameters] = (FERRITE, MARTENSITE),
-                    max_len: int = HISTORY_LENGTH) -> dict[str, Any]:
+                    max_len: int = HISTORY_LENGTH, load_drop_map: bool = False) -> dict[str, Any]:
     """Labels of one FE image ``(grid, grid)`` uint8 (already coarsened), run here.
 
     Never raises for a run that goes wrong: an exception inside the solver is recorded as
@@ -372,9 +378,9 @@ def label_structure(fe_image: np.ndarray, criteria: FractureCriteria = FractureC
     t0 = time.perf_counter()
     try:
         rve = _solver(grid, tuple(phases), criteria, stepping)
-        out = _from_result(rve.run(fe_image), criteria, grid, max_len)
+        out = _from_result(rve.run(fe_image), criteria, grid, max_len, load_drop_map)
     except Exception as err:  # noqa: BLE001 - recorded per sample by design (SPEC A2)
-        out = _empty_sample(grid, max_len)
+        out = _empty_sample(grid, max_len, load_drop_map)
         out["status"] = f"failed: {type(err).__name__}: {err}"[:_MAX_STATUS]
     out["fe_martensite_fraction"] = float(np.mean(fe_image))
     out["seconds"] = time.perf_counter() - t0
@@ -383,16 +389,17 @@ def label_structure(fe_image: np.ndarray, criteria: FractureCriteria = FractureC
 
 def label_batch(fe_images: np.ndarray, criteria: FractureCriteria, stepping: LoadStepping,
                 phases: tuple[GTNParameters, GTNParameters], max_len: int = HISTORY_LENGTH,
-                threads: int = 1) -> list[dict[str, Any]]:
+                threads: int = 1, load_drop_map: bool = False) -> list[dict[str, Any]]:
     """:func:`label_structure` for each of ``fe_images: (n, grid, grid)``, with ``threads``
     BLAS/MKL threads (the unit of work of one joblib or Dask task)."""
     with threadpool_limits(limits=threads):
-        return [label_structure(img, criteria, stepping, phases, max_len) for img in fe_images]
+        return [label_structure(img, criteria, stepping, phases, max_len, load_drop_map)
+                for img in fe_images]
 
 
 def _stack(samples: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
     """Per-sample dicts -> the stage's arrays (dtypes fixed here, so every chunk matches)."""
-    dtypes = {"void_map": np.float32, "history_length": np.int32, "history_thinned": bool,
+    dtypes = {"void_map": np.float32, "load_drop_void_map": np.float32, "history_length": np.int32, "history_thinned": bool,
               "converged": bool, "n_increments": np.int32, "n_newton": np.int32,
               "n_cuts": np.int32, "status": str}
     out = {}
@@ -406,13 +413,15 @@ def label_structures(images: Any, grid: int, criteria: FractureCriteria = Fractu
                      n_jobs: int = -1, *, stepping: LoadStepping = LoadStepping(),
                      phases: tuple[GTNParameters, GTNParameters] = (FERRITE, MARTENSITE),
                      max_len: int = HISTORY_LENGTH, threads_per_worker: int = 1,
-                     scheduler_address: str | None = None) -> dict[str, np.ndarray]:
+                     scheduler_address: str | None = None,
+                     load_drop_map: bool = False) -> dict[str, np.ndarray]:
     """Fracture labels of ``images: (n, N, N)`` (1 = martensite) on a ``grid`` x ``grid`` FE mesh.
 
     The images are coarsened with :func:`coarsen` and run over ``n_jobs`` worker processes
     (-1 = all cores; 1 = here) or, with ``scheduler_address`` (or ``STUDY_DASK_SCHEDULER``), on
     a Dask cluster. Returns the arrays listed in the module docstring, rows in input order; the
-    split only decides who computes which sample.
+    split only decides who computes which sample. ``load_drop_map``: also the void map at the
+    load-drop state (``load_drop_void_map``).
     """
     fe_images = coarsen_images(images, grid)
     if not isinstance(criteria, FractureCriteria):
@@ -426,7 +435,7 @@ def label_structures(images: Any, grid: int, criteria: FractureCriteria = Fractu
         raise ValueError(f"max_len must be an integer >= 16, got {max_len!r}")
     address = scheduler_address or os.environ.get("STUDY_DASK_SCHEDULER")
     n_workers = (os.cpu_count() or 1) if n_jobs == -1 else max(1, int(n_jobs))
-    args = (criteria, stepping, phases, int(max_len), threads_per_worker)
+    args = (criteria, stepping, phases, int(max_len), threads_per_worker, bool(load_drop_map))
     if address:
         from lib.fe.labeling import _dask_backend  # one Dask entry point for both label stages
 

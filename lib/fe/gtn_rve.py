@@ -132,7 +132,8 @@ class RVEResult:
     f̄_crit (NaN if not reached); load_drop_strain: E_xx where the mean stress has dropped by
     ``load_drop`` below its peak (NaN if not reached); tensile_strength: peak mean sigma_xx (MPa);
     void_map: (N, N) element-mean void volume fraction at the first increment with f̄ >= f̄_crit
-    (or at the end); status: "converged" or "failed: <reason>"; counters and timings;
+    (or at the end); load_drop_void_map: the same at the first increment past the load drop
+    (the state of ``load_drop_strain``; None if the drop was not reached); status: "converged" or "failed: <reason>"; counters and timings;
     stabilization_energy_fraction: work of the viscous stabilization over the macroscopic work of
     the whole run; stabilized_from: E_xx at which the stabilization was switched on (NaN if
     never): a criterion reached before it is unaffected by it.
@@ -154,6 +155,7 @@ class RVEResult:
     newton_errors: list[list[float]] = field(default_factory=list)
     stabilization_energy_fraction: float = 0.0
     stabilized_from: float = float("nan")
+    load_drop_void_map: np.ndarray | None = None
 
 
 def material_point_tension(params: GTNParameters, strain_steps: np.ndarray,
@@ -266,7 +268,7 @@ class GTNRVE:
         macro = np.zeros(3)
         du_rate, dmacro_rate = np.zeros_like(u), np.zeros(3)  # last increment per unit E_xx
         history = {"strain": [0.0], "stress": [0.0], "lateral": [0.0], "void": [0.0]}
-        void_map = None
+        void_map = drop_map = None
         seconds = {"constitutive": 0.0, "assembly": 0.0, "solve": 0.0}
         n_newton = n_cuts = 0
         newton_errors: list[list[float]] = []
@@ -352,6 +354,8 @@ class GTNRVE:
                 void_map = self.fe.cells_to_pixels(state.f.reshape(-1, 4).mean(axis=1))
             stresses = np.asarray(history["stress"])
             dropped = stresses[-1] < (1 - crit.load_drop) * stresses.max()
+            if drop_map is None and dropped:
+                drop_map = self.fe.cells_to_pixels(state.f.reshape(-1, 4).mean(axis=1))
             if (void_map is not None and dropped) or macro[0] >= crit.max_strain - 1e-12:
                 break
             step = min(step * st.grow, st.maximum) if iterations <= st.easy_newton else step
@@ -371,5 +375,5 @@ class GTNRVE:
             void_map=void_map, status=status, n_increments=len(strain) - 1, n_newton=n_newton,
             n_cuts=n_cuts, seconds=seconds, newton_errors=newton_errors,
             stabilization_energy_fraction=damping_work / macro_work if macro_work > 0 else 0.0,
-            stabilized_from=stabilized_from,
+            stabilized_from=stabilized_from, load_drop_void_map=drop_map,
         )

@@ -57,6 +57,8 @@ __all__ = [
     "load_trained_case",
     "accuracy_table",
     "format_accuracy_table",
+    "TrainedProperty",
+    "property_regressor",
 ]
 
 TRAINING_VERSION = 1
@@ -727,3 +729,87 @@ def format_accuracy_table(rows: Sequence[Mapping[str, Any]]) -> str:
         lines.append(f"| {r['case']} | {r['output']} | {r['paper_model']} | {r['test_mse']:.4f} "
                      f"| {r['paper_test_loss']:.4f} | {r['r2']:.4f} | {r['paper_r2']:.4f} |")
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# one property of another database (Part A's fracture strain), as a cached stage
+# --------------------------------------------------------------------------------------------
+@dataclass
+class TrainedProperty:
+    """A one-output regressor of a property other than the three cases (Part A's fracture
+    strain): the model, its label scaler and the split it was trained on (indices into the
+    images it was given)."""
+
+    model: nn.Module
+    scaler: MinMaxScaler
+    split: dict[str, np.ndarray]
+    history: dict[str, Any]
+    train_seconds: float
+    path: Path | None = None
+
+    def predict(self, images: Any, batch_size: int = 64) -> np.ndarray:
+        """``(n,)`` predictions in the label's units."""
+        return self.scaler.inverse_transform(predict(self.model, images, batch_size))[:, 0]
+
+
+def property_regressor(profile: str, name: str, images: np.ndarray, targets: np.ndarray,
+                       split: Mapping[str, np.ndarray], upstream: Sequence[str],
+                       recipe: Recipe | None = None, epochs: int | None = None,
+                       description: Mapping[str, Any] | None = None,
+                       device: torch.device | str | None = None,
+                       progress: bool = True) -> TrainedProperty:
+    """Train (or load the cached) ResNet-18 regressor of one property, by the profile's recipe.
+
+    ``images (n, N, N)`` binary; ``targets (n,)`` raw labels (finite on the split's rows);
+    ``split``: ``train`` / ``val`` / ``test`` index arrays into both (the caller's split, so
+    another model can share it); ``upstream``: keys of the stages the images and labels come
+    from. ``epochs`` defaults to the recipe's Case 1 epochs. The labels are min-max scaled
+    with the train + val extremes; the loop, augmentation and early stopping are
+    :func:`train_regressor`'s. Stage ``name``, keyed by the recipe's training fields, the
+    epochs, the split and ``upstream``.
+    """
+    from lib.stages import cached_stage, load_stage
+
+    recipe = get_recipe(profile) if recipe is None else recipe
+    epochs = recipe.epochs["case1"] if epochs is None else int(epochs)
+    y = np.asarray(targets, dtype=np.float64).reshape(-1)
+    if len(y) != len(images):
+        raise ValueError(f"{len(images)} images but {len(y)} targets")
+    parts = {k: np.asarray(split[k], dtype=np.int64) for k in ("train", "val", "test")}
+    used = np.concatenate(list(parts.values()))
+    if len(used) and (used.min() < 0 or used.max() >= len(y)):
+        raise ValueError(f"split indices must lie in [0, {len(y)})")
+    scaler = MinMaxScaler.fit(y[np.concatenate([parts["train"], parts["val"]])])
+    params = {"version": TRAINING_VERSION, "epochs": epochs, **recipe.training_params(),
+              "split": {k: v.tolist() for k, v in parts.items()},
+              "description": dict(description or {})}
+    fresh: dict[str, TrainedProperty] = {}
+
+    def compute() -> dict[str, np.ndarray]:
+        z = np.zeros((len(y), 1))
+        z[used, 0] = scaler.transform(y[used])[:, 0]
+        t0 = time.perf_counter()
+        model, hist = train_regressor(np.asarray(images), z, parts["train"], parts["val"], recipe,
+                                      epochs, device=device, progress=progress, desc=name)
+        fresh["result"] = TrainedProperty(model, scaler, parts, hist, time.perf_counter() - t0)
+        arrays = {"scaler_lo": scaler.lo, "scaler_hi": scaler.hi,
+                  "train_seconds": np.array(fresh["result"].train_seconds),
+                  "history_json": np.array(json.dumps(hist))}
+        for key, value in model.state_dict().items():
+            arrays[f"m0.{key}"] = value.detach().cpu().numpy()
+        return arrays
+
+    path = cached_stage(profile, name, params, compute, upstream=list(upstream),
+                        attrs={"stem": recipe.stem})
+    if "result" in fresh:
+        fresh["result"].path = path
+        return fresh["result"]
+    data = load_stage(path)
+    dev = torch.device(device) if device is not None else default_device()
+    model = build_regressor(1, recipe.stem, periodic=recipe.periodic)
+    model.load_state_dict({k[3:]: torch.from_numpy(np.asarray(v)) for k, v in data.items()
+                           if k.startswith("m0.")})
+    model.to(dev).eval()
+    return TrainedProperty(model, MinMaxScaler(data["scaler_lo"], data["scaler_hi"]), parts,
+                           json.loads(str(data["history_json"])), float(data["train_seconds"]),
+                           Path(path))
