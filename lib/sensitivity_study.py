@@ -28,7 +28,7 @@ The study, composed from the stages below it:
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,10 +48,14 @@ from lib.stages import load_stage, read_key
 
 __all__ = ["PAPER_STEP", "SensitivitySizes", "get_sensitivity_sizes", "reference_indices",
            "SensitivityStudy", "sensitivity_study", "figure_rows", "format_score_table",
-           "METHODS"]
+           "grid_agreement", "verdict_rows", "format_verdict", "sanity_rows", "format_sanity",
+           "METHODS", "LOCALIZED", "band_effect", "scale_rows", "format_scale"]
 
 #: The paper's step of the condition for Δ, on its (and, by the identity mapping, our) strain scale.
 PAPER_STEP = 0.01
+#: A void map counts as localized (voids concentrated, not spread over the cell) when its
+#: coefficient of variation (std / mean over the elements) is at least this.
+LOCALIZED = 1.0
 #: The maps compared with the void map, in table order.
 METHODS = ("|Δ|", "Grad-RAM −FS", "Grad-RAM +FS", "interface", "martensite density", "random")
 
@@ -106,7 +110,8 @@ def reference_indices(models: GenerativeModels, n_per_category: int, seed: int =
 @dataclass
 class SensitivityStudy:
     """Everything notebook 07 shows. Maps are ``(n, 128, 128)`` unless said otherwise;
-    ``void``/``void_onset`` ``(n, g, g)``; ``scores[state][method]`` = compare_maps output."""
+    ``void``/``void_onset`` ``(n, g, g)``; ``scores[state][method]`` = compare_maps output
+    for state ``load_drop``, ``onset`` and ``load_drop_ferrite`` (ferrite elements only)."""
 
     profile: str
     sizes: SensitivitySizes
@@ -127,6 +132,7 @@ class SensitivityStudy:
     regressor: TrainedProperty
     regressor_r2: float
     band: np.ndarray
+    localization: np.ndarray
     seconds: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -207,6 +213,10 @@ def sensitivity_study(profile: Profile | str, seed: int = 0, n_jobs: int | None 
     maps["random"] = mc.random_maps(images.shape, seed)
     scores = {state: {m: mc.compare_maps(maps[m], v, sizes.top) for m in METHODS}
               for state, v in (("load_drop", void), ("onset", onset))}
+    # where within the soft phase: ferrite elements of the void grid only
+    ferrite = mc.block_average(images.astype(float), grid) < 0.5
+    scores["load_drop_ferrite"] = {m: mc.compare_maps(maps[m], void, sizes.top, ferrite)
+                                   for m in METHODS}
 
     # --- sanity checks and the step --------------------------------------------------------------
     t0 = time.perf_counter()
@@ -230,13 +240,14 @@ def sensitivity_study(profile: Profile | str, seed: int = 0, n_jobs: int | None 
     seconds["sanity"] = time.perf_counter() - t0
 
     keep = ("load_drop_strain", "fracture_strain", "status", "seconds",
-            "stabilization_energy_fraction")
+            "stabilization_energy_fraction", "stabilized_from")
     return SensitivityStudy(
         profile=prof.name, sizes=sizes, rows=rows, category=pool.category[rows], images=images,
         strain=pool.strain[rows], void=void, void_onset=onset,
         void_labels={k: np.asarray(vm[k]) for k in keep}, label_void_map=label_void_map,
         maps=maps, delta=delta, step=step, scores=scores, sanity=sanity, step_check=step_check,
         regressor=reg, regressor_r2=r2, band=np.array([mc.band_score(v) for v in void]),
+        localization=np.array([v.std() / v.mean() if v.mean() > 0 else 0.0 for v in void]),
         seconds=seconds)
 
 
@@ -245,8 +256,9 @@ def figure_rows(study: SensitivityStudy) -> list[tuple[str, int]]:
 
     Long rectangle grains (the most layered rectangle structure), clustered rectangles (the
     most heterogeneous one), regular ellipses (the least heterogeneous ellipse structure), a
-    partial laminate (the most layered reference that is not a complete laminate) and the
-    reference whose void map is most dominated by straight bands (:func:`band_score`).
+    partial laminate (the most layered reference that is not a complete laminate) and, of the
+    references whose void map is localized (coefficient of variation >= ``LOCALIZED``), the
+    one most dominated by straight bands (:func:`lib.explain.map_comparison.band_score`).
     """
     d = describe(study.images)
     cat = study.category
@@ -262,7 +274,7 @@ def figure_rows(study: SensitivityStudy) -> list[tuple[str, int]]:
     pick("clustered rectangles", cat == rect, d["heterogeneity"])
     pick("regular ellipses", cat == ell, d["heterogeneity"], largest=False)
     pick("partial laminate", ~d["complete_laminate"], d["laminarity_any"])
-    pick("long-range band in the void map", np.ones(len(cat), bool), study.band)
+    pick("long-range band in the void map", study.localization >= LOCALIZED, study.band)
     return out
 
 
@@ -282,4 +294,105 @@ def format_score_table(study: SensitivityStudy, state: str = "load_drop",
                 f"{r['spearman_mean']:+.2f} ± {r['spearman_sd']:.2f}",
                 f"{r['iou_mean']:.2f} ± {r['iou_sd']:.2f}"]
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def grid_agreement(study: SensitivityStudy) -> np.ndarray:
+    """Per reference, Spearman ρ of the labels' void map (``profile.fe_grid``², f̄_crit onset)
+    with the finer onset map block-averaged onto that grid: how much the grid moves the map."""
+    coarse = np.asarray(study.label_void_map, float)
+    fine = mc.block_average(study.void_onset, coarse.shape[1]) if coarse.shape[1] < study.grid \
+        else study.void_onset
+    return np.array([mc.map_spearman(a, b) if np.isfinite(a).all() else np.nan
+                     for a, b in zip(coarse, fine)])
+
+
+def verdict_rows(study: SensitivityStudy, state: str = "load_drop",
+                 baselines: Sequence[str] = ("interface", "martensite density")) -> list[dict[str, Any]]:
+    """Per category and overall: each explanation's mean Spearman ρ, the best geometry
+    baseline's, and the share of references where the explanation's ρ beats that baseline's."""
+    s = study.scores[state]
+    out = []
+    for code, name in [*enumerate(DUAL_PHASE_CATEGORIES), (None, "all")]:
+        sel = np.ones(len(study.category), bool) if code is None else study.category == code
+        best = max(baselines, key=lambda b: float(s[b]["spearman"][sel].mean()))
+        for method in ("|Δ|", "Grad-RAM −FS"):
+            rho = s[method]["spearman"][sel]
+            base = s[best]["spearman"][sel]
+            out.append({"group": name, "method": method, "rho": float(rho.mean()),
+                        "baseline": best, "baseline_rho": float(base.mean()),
+                        "beats_share": float((rho > base).mean()),
+                        "iou": float(s[method]["iou"][sel].mean()),
+                        "baseline_iou": float(s[best]["iou"][sel].mean())})
+    return out
+
+
+def format_verdict(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Markdown table of :func:`verdict_rows`."""
+    lines = ["| group | map | ρ | best geometry baseline | its ρ | references where the map's ρ is higher "
+             "| IoU | baseline IoU |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['group']} | {r['method']} | {r['rho']:+.2f} | {r['baseline']} "
+                     f"| {r['baseline_rho']:+.2f} | {100 * r['beats_share']:.0f} % | {r['iou']:.2f} "
+                     f"| {r['baseline_iou']:.2f} |")
+    return "\n".join(lines)
+
+
+def sanity_rows(study: SensitivityStudy) -> list[dict[str, Any]]:
+    """The Δ sanity checks and the step check: Spearman ρ of each variant's |Δ| with the
+    trained model's |Δ| (``similarity``) and with the void map, mean ± sd over references."""
+    base = study.scores["load_drop"]["|Δ|"]
+    rows = [{"variant": f"trained FS PixelCNN, step {PAPER_STEP:g}", "similarity": 1.0,
+             "similarity_sd": 0.0, "rho": float(base["spearman"].mean()),
+             "rho_sd": float(base["spearman"].std()), "iou": float(base["iou"].mean())}]
+    variants = [*study.sanity.items(),
+                *((f"trained, step {s:g}", v) for s, v in study.step_check.items())]
+    for name, v in variants:
+        rows.append({"variant": name, "similarity": float(v["similarity"].mean()),
+                     "similarity_sd": float(v["similarity"].std()),
+                     "rho": float(v["spearman"].mean()), "rho_sd": float(v["spearman"].std()),
+                     "iou": float(v["iou"].mean())})
+    return rows
+
+
+def format_sanity(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Markdown table of :func:`sanity_rows`."""
+    lines = ["| Δ from | ρ with the trained model's |Δ| | ρ with the void map | IoU with the void map |",
+             "|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['variant']} | {r['similarity']:+.2f} ± {r['similarity_sd']:.2f} "
+                     f"| {r['rho']:+.2f} ± {r['rho_sd']:.2f} | {r['iou']:.2f} |")
+    return "\n".join(lines)
+
+
+def band_effect(study: SensitivityStudy, method: str = "|Δ|") -> tuple[float, int]:
+    """Spearman ρ, over the references with a localized void map, between the void map's band
+    score and ``method``'s agreement (ρ) with it (negative: the map misses bands), and n."""
+    sel = study.localization >= LOCALIZED
+    rho = study.scores["load_drop"][method]["spearman"]
+    if sel.sum() < 3:
+        return float("nan"), int(sel.sum())
+    return mc.map_spearman(study.band[sel], rho[sel]), int(sel.sum())
+
+
+def scale_rows(study: SensitivityStudy, methods: Sequence[str] = METHODS,
+               factors: Sequence[int] = (1, 2, 4, 8)) -> list[dict[str, Any]]:
+    """How the verdict depends on the comparison scale: mean Spearman ρ over all references of
+    each map with the load-drop void map, both block-averaged onto ``grid / factor``."""
+    rows = []
+    for f in factors:
+        if study.grid % f or study.grid // f < 2:
+            continue
+        g = study.grid // f
+        void = mc.block_average(study.void, g)
+        rows.append({"grid": g, **{m: float(mc.compare_maps(study.maps[m], void, study.sizes.top)
+                                            ["spearman"].mean()) for m in methods}})
+    return rows
+
+
+def format_scale(rows: Sequence[Mapping[str, Any]], methods: Sequence[str] = METHODS) -> str:
+    """Markdown table of :func:`scale_rows`."""
+    lines = ["| compared on | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    for r in rows:
+        lines.append(f"| {r['grid']}² | " + " | ".join(f"{r[m]:+.2f}" for m in methods) + " |")
     return "\n".join(lines)

@@ -44,6 +44,9 @@ EXPECTED_OUTPUTS: dict[str, dict[str, list[str]]] = {
                     "06_gradram_case1", "06_gradram_case2", "06_gradram_case3", "06_gradram_sanity"],
         "stages": ["stochastic_db", "homogenization_labels", "regressor_case1", "regressor_case2",
                    "regressor_case3"]},
+    "07_sensitivity_vs_voids": {
+        "figures": ["07_void_map_grids", "07_fig7_8_sensitivity_vs_voids", "07_scores"],
+        "stages": ["void_maps_references", "regressor_fracture_strain", "pixelcnn_fs_all_seed7"]},
     "08_periodic_design": {
         "figures": ["08_designs_vs_database", "08_design_steps_case1", "08_design_steps_case2",
                     "08_design_steps_case3"],

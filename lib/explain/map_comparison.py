@@ -119,12 +119,14 @@ def hotspot_iou(a: Any, b: Any, top: float = 0.1) -> float:
     return float((ma & mb).sum() / (ma | mb).sum())
 
 
-def compare_maps(maps: Any, void_maps: Any, top: float = 0.1) -> dict[str, np.ndarray]:
+def compare_maps(maps: Any, void_maps: Any, top: float = 0.1, mask: Any = None) -> dict[str, np.ndarray]:
     """Per reference, ``spearman`` and ``iou`` of ``maps (n, N, N)`` with ``void_maps (n, g, g)``.
 
     ``maps`` are block-averaged onto the void maps' grid ``g`` first (``N`` must be a multiple
     of ``g``; a map coarser than the void map is an error: compare on the coarser grid by
-    block-averaging the void maps instead).
+    block-averaging the void maps instead). ``mask (n, g, g)`` bool: compare on those pixels
+    only (e.g. the ferrite, to ask where *within* the soft phase a map points); the hot spots
+    are then the top ``top`` of the masked pixels (NaN scores for fewer than 3 of them).
     """
     m, v = _maps(maps), _maps(void_maps, "void_maps")
     if len(m) != len(v):
@@ -133,8 +135,18 @@ def compare_maps(maps: Any, void_maps: Any, top: float = 0.1) -> dict[str, np.nd
         raise ValueError(f"maps ({m.shape[1]}²) are coarser than the void maps ({v.shape[1]}²): "
                          f"block-average the void maps onto {m.shape[1]}² first")
     m = block_average(m, v.shape[1])
-    return {"spearman": np.array([map_spearman(a, b) for a, b in zip(m, v)]),
-            "iou": np.array([hotspot_iou(a, b, top) for a, b in zip(m, v)])}
+    if mask is None:
+        return {"spearman": np.array([map_spearman(a, b) for a, b in zip(m, v)]),
+                "iou": np.array([hotspot_iou(a, b, top) for a, b in zip(m, v)])}
+    sel = np.asarray(mask)
+    if sel.shape != v.shape or sel.dtype != bool:
+        raise ValueError(f"mask must be a bool array of the void maps' shape {v.shape}, got "
+                         f"{sel.dtype} {sel.shape}")
+    rho, iou = np.full(len(v), np.nan), np.full(len(v), np.nan)
+    for k, (a, b, w) in enumerate(zip(m, v, sel)):
+        if w.sum() >= 3:
+            rho[k], iou[k] = map_spearman(a[w], b[w]), hotspot_iou(a[w], b[w], top)
+    return {"spearman": rho, "iou": iou}
 
 
 def random_maps(shape: Sequence[int], seed: int = 0) -> np.ndarray:
@@ -233,7 +245,8 @@ def band_score(void_map: Any) -> float:
 def summarize_scores(scores: Mapping[str, Mapping[str, np.ndarray]], groups: np.ndarray,
                      group_names: Sequence[str]) -> list[dict[str, Any]]:
     """Rows (group, method, n, mean and sd of Spearman and IoU) from ``scores[method]`` =
-    :func:`compare_maps` output, per group code in ``groups (n,)`` and for all together."""
+    :func:`compare_maps` output, per group code in ``groups (n,)`` and for all together
+    (NaN scores, references without enough masked pixels, are left out and not counted)."""
     groups = np.asarray(groups)
     rows = []
     for code, name in [*enumerate(group_names), (None, "all")]:
@@ -242,7 +255,10 @@ def summarize_scores(scores: Mapping[str, Mapping[str, np.ndarray]], groups: np.
             continue
         for method, s in scores.items():
             rho, iou = np.asarray(s["spearman"])[sel], np.asarray(s["iou"])[sel]
-            rows.append({"group": name, "method": method, "n": int(sel.sum()),
+            rho, iou = rho[np.isfinite(rho)], iou[np.isfinite(iou)]
+            if not rho.size:
+                continue
+            rows.append({"group": name, "method": method, "n": int(rho.size),
                          "spearman_mean": float(rho.mean()), "spearman_sd": float(rho.std()),
                          "iou_mean": float(iou.mean()), "iou_sd": float(iou.std())})
     return rows

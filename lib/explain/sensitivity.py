@@ -32,7 +32,7 @@ from torch import nn
 from lib.models.pixelcnn import GatedPixelCNN, check_codes, check_condition
 from lib.models.vqvae import VQVAE, check_images
 
-__all__ = ["site_probabilities", "expected_latents", "expected_structure", "sensitivity_maps",
+__all__ = ["site_probabilities", "expected_latents", "expected_logits", "expected_structure", "sensitivity_maps",
            "reinitialized_copy"]
 
 
@@ -50,7 +50,8 @@ def _check_pair(pixelcnn: GatedPixelCNN, vqvae: VQVAE) -> None:
 
 @torch.no_grad()
 def site_probabilities(pixelcnn: GatedPixelCNN, codes: Any, cond: Any) -> torch.Tensor:
-    """Teacher-forced p(c_ij = k | reference codes before (i, j), h): ``(B, K, s, s)`` float32.
+    """Teacher-forced p(c_ij = k | reference codes before (i, j), h): ``(B, K, s, s)`` (the
+    model's dtype).
 
     ``codes (B, s, s)`` integer code maps of the references, ``cond (B, 1)`` (or ``(1,)`` for
     all) normalized conditions. One pass: the PixelCNN's masks make the logits at (i, j)
@@ -61,7 +62,7 @@ def site_probabilities(pixelcnn: GatedPixelCNN, codes: Any, cond: Any) -> torch.
     was = pixelcnn.training
     pixelcnn.eval()
     try:
-        return torch.softmax(pixelcnn(c, h).float(), dim=1)
+        return torch.softmax(pixelcnn(c, h), dim=1)
     finally:
         pixelcnn.train(was)
 
@@ -70,20 +71,26 @@ def expected_latents(pixelcnn: GatedPixelCNN, vqvae: VQVAE, codes: Any, cond: An
     """E[θ | h, M_r] per site (eq. 2): ``(B, D, s, s)``, the probability-weighted codebook vectors."""
     _check_pair(pixelcnn, vqvae)
     p = site_probabilities(pixelcnn, codes, cond)
-    codebook = vqvae.quantizer.codebook.to(p.device)  # (K, D)
+    codebook = vqvae.quantizer.codebook.to(p.device, p.dtype)  # (K, D)
     return torch.einsum("bkij,kd->bdij", p, codebook)
 
 
 @torch.no_grad()
-def expected_structure(pixelcnn: GatedPixelCNN, vqvae: VQVAE, codes: Any, cond: Any) -> torch.Tensor:
-    """D(E[θ | h, M_r]): martensite probabilities ``(B, N, N)`` in [0, 1] (float32)."""
-    z = expected_latents(pixelcnn, vqvae, codes, cond).to(vqvae.quantizer.codebook.device)
+def expected_logits(pixelcnn: GatedPixelCNN, vqvae: VQVAE, codes: Any, cond: Any) -> torch.Tensor:
+    """The decoder's martensite logits of E[θ | h, M_r]: ``(B, N, N)`` (the VQ-VAE's dtype)."""
+    cb = vqvae.quantizer.codebook
+    z = expected_latents(pixelcnn, vqvae, codes, cond).to(cb.device, cb.dtype)
     was = vqvae.training
     vqvae.eval()
     try:
-        return torch.sigmoid(vqvae.decode_latent(z))[:, 0].float()
+        return vqvae.decode_latent(z)[:, 0]
     finally:
         vqvae.train(was)
+
+
+def expected_structure(pixelcnn: GatedPixelCNN, vqvae: VQVAE, codes: Any, cond: Any) -> torch.Tensor:
+    """D(E[θ | h, M_r]): martensite probabilities ``(B, N, N)`` in [0, 1]."""
+    return torch.sigmoid(expected_logits(pixelcnn, vqvae, codes, cond))
 
 
 def sensitivity_maps(pixelcnn: GatedPixelCNN, vqvae: VQVAE, images: Any, cond: Any,
@@ -91,8 +98,8 @@ def sensitivity_maps(pixelcnn: GatedPixelCNN, vqvae: VQVAE, images: Any, cond: A
     """Δ maps of reference ``images (n, N, N)`` (binary, 1 = martensite), eq. 3.
 
     ``cond (n,)`` or ``(n, 1)``: each reference's normalized condition h (its own fracture
-    strain); ``step``: δh on the normalized scale (nonzero; the paper's 0.01 on its strain
-    scale divided by the condition's range). Returns ``delta (n, N, N)`` float32, signed
+    strain); ``step``: δh on the normalized scale (the paper's 0.01 on its strain scale
+    divided by the condition's range; 0 gives Δ = 0 exactly). Returns ``delta (n, N, N)`` float32, signed
     D(E[θ | h + δh]) − D(E[θ | h]) in martensite probability, ``expected (n, N, N)``
     D(E[θ | h]) and ``codes (n, s, s)`` the references' code maps.
     """
@@ -103,15 +110,16 @@ def sensitivity_maps(pixelcnn: GatedPixelCNN, vqvae: VQVAE, images: Any, cond: A
         raise ValueError(f"need one condition per reference: {x.shape[0]} images, {h.size} conditions")
     if not np.all(np.isfinite(h)):
         raise ValueError("conditions must be finite")
-    if not (isinstance(step, (int, float, np.floating)) and np.isfinite(step) and step != 0):
-        raise ValueError(f"step must be a finite nonzero number, got {step!r}")
+    if isinstance(step, bool) or not (isinstance(step, (int, float, np.floating)) and np.isfinite(step)):
+        raise ValueError(f"step must be a finite number, got {step!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     codes = vqvae.encode_batched(x, batch_size)
+    pixelcnn, vqvae = copy.deepcopy(pixelcnn).double(), copy.deepcopy(vqvae).double()
     delta, expected = [], []
     for a in range(0, len(codes), batch_size):
         c = torch.from_numpy(codes[a:a + batch_size])
-        h0 = torch.from_numpy(h[a:a + batch_size, None].astype(np.float32))
+        h0 = torch.from_numpy(h[a:a + batch_size, None])
         base = expected_structure(pixelcnn, vqvae, c, h0)
         moved = expected_structure(pixelcnn, vqvae, c, h0 + float(step))
         delta.append((moved - base).cpu().numpy())

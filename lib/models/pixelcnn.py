@@ -94,7 +94,7 @@ def check_condition(cond: Any, n_cond: int, batch: int | None = None,
     if cond is None:
         raise ValueError(f"this PixelCNN needs a condition of {n_cond} value(s)")
     h = cond if isinstance(cond, torch.Tensor) else torch.as_tensor(np.asarray(cond, dtype=np.float32))
-    h = h.float()
+    h = h if h.dtype == torch.float64 else h.float()  # float64 kept (the Δ maps' passes)
     if h.ndim == 0:
         h = h.reshape(1)
     if h.ndim == 1:
@@ -203,7 +203,7 @@ class GatedPixelCNN(nn.Module):
         h = check_condition(cond, self.config.n_cond, batch)
         if self.cond_embedding is None:
             return None
-        return self.cond_embedding(h.to(self.embedding.weight.device))
+        return self.cond_embedding(h.to(self.embedding.weight.device, self.embedding.weight.dtype))
 
     def _embed(self, codes: torch.Tensor) -> torch.Tensor:
         return self.embedding(codes).permute(0, 3, 1, 2)

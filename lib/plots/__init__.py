@@ -2,7 +2,8 @@
 
 ``common`` saves figures and holds the helpers both parts draw with, ``part_a`` draws Part A
 (dual-phase steel, GTN fracture), ``generation`` Part A's generative half (VQ-VAE, PixelCNN,
-generated structures and their FE check), ``part_b`` Part B (stochastic architected materials,
+generated structures and their FE check), ``sensitivity`` Part A's explanation maps against the
+void maps (notebook 07), ``part_b`` Part B (stochastic architected materials,
 homogenization, ResNet-18 and Grad-RAM, periodic designs). Every public name is re-exported
 here, so callers write ``from lib import plots; plots.save_figure(...)``.
 """
@@ -26,6 +27,11 @@ from lib.plots.generation import (
     plot_target_grid,
     plot_under_target,
     plot_validation,
+)
+from lib.plots.sensitivity import (
+    plot_score_distributions,
+    plot_sensitivity_panels,
+    plot_void_grids,
 )
 from lib.plots.part_b import (
     plot_accuracy_vs_paper,
