@@ -15,9 +15,14 @@ from lib.fe.homogenization import (
     plane_stress_stiffness,
 )
 from lib.fe.bounds import (
+    area_moduli,
     bound_violation,
+    directional_stiffness_ceiling,
     hashin_shtrikman_area_bulk,
+    isotropic_bounds,
+    levin_isotropic_expansion,
     levin_thermal_expansion,
+    thermal_expansion_bounds,
     voigt_reuss_bounds,
 )
 
@@ -194,3 +199,50 @@ def test_plane_stress_stiffness_inverts_to_engineering_constants():
     c = engineering_constants(plane_stress_stiffness(200e3, 0.25))
     assert c["Ex"] == pytest.approx(200e3) and c["Ey"] == pytest.approx(200e3)
     assert c["nu_xy"] == pytest.approx(0.25) and c["Gxy"] == pytest.approx(200e3 / 2.5)
+
+
+# --- the design limits (SPEC B6) -------------------------------------------------------------------
+def test_design_bounds_collapse_for_equal_phases_and_end_on_the_phases():
+    boron = IsotropicPhase("boron", 379.3e3, 0.3, 5e-6)
+    same = MaterialCase("same", black=boron, white=boron)
+    k, g = area_moduli(boron)
+    for f in (0.0, 0.395, 1.0):
+        b = isotropic_bounds(f, same)
+        assert b["kappa"] == (pytest.approx(k), pytest.approx(k)) and b["mu"] == (pytest.approx(g), pytest.approx(g))
+        assert b["E"][0] == pytest.approx(379.3e3) and b["E"][1] == pytest.approx(379.3e3)
+        assert b["nu"][0] == pytest.approx(0.3) and b["nu"][1] == pytest.approx(0.3)
+        assert directional_stiffness_ceiling(f, same) == pytest.approx(379.3e3)
+    # a real mixture: the pure phases at the ends, ordered bounds in between
+    for f, phase in ((0.0, BORON_ALUMINIUM.black), (1.0, BORON_ALUMINIUM.white)):
+        b = isotropic_bounds(f, BORON_ALUMINIUM)
+        assert b["E"][0] == pytest.approx(phase.youngs_modulus) == b["E"][1]
+    b = isotropic_bounds(0.395, BORON_ALUMINIUM)
+    assert b["E"][0] < b["E"][1] < directional_stiffness_ceiling(0.395, BORON_ALUMINIUM)
+    assert b["mu"][0] < b["mu"][1] and b["nu"][0] < 0.3 < b["nu"][1]
+    # the laminate along x reaches the directional ceiling exactly (equal nu)
+    assert directional_stiffness_ceiling(0.395, BORON_ALUMINIUM) == pytest.approx(
+        0.395 * 379.3e3 + 0.605 * 68.3e3)
+    lo, hi = thermal_expansion_bounds(0.0, ALUMINIUM_FOAM)
+    assert lo == pytest.approx(1e-15, abs=1e-9 * 23.6e-6) and hi == pytest.approx(1e-15, abs=1e-9 * 23.6e-6)
+    lo, hi = thermal_expansion_bounds(1.0, ALUMINIUM_FOAM)
+    assert lo == pytest.approx(23.6e-6) and hi == pytest.approx(23.6e-6)
+    with pytest.raises(ValueError, match="white_fraction"):
+        isotropic_bounds(-0.1, BORON_ALUMINIUM)
+    with pytest.raises(ValueError, match="different bulk"):
+        levin_isotropic_expansion(1.0, same)
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_square_symmetric_cells_respect_the_expansion_and_shear_bounds(hom32, seed):
+    """Levin's relation turns the HS bounds on κ into bounds on α for any square-symmetric
+    cell; the homogenized α of such cells lies inside, and equals Levin's value of its own κ."""
+    base = smooth_random_image(32, seed, fraction=0.15, sigma=1.5)
+    img = base | np.rot90(base) | np.rot90(base, 2) | np.rot90(base, 3)
+    props = hom32.homogenize(img, THERMO_ELASTIC)
+    kappa = 0.5 * (props.stiffness[0, 0] + props.stiffness[0, 1])
+    lo, hi = thermal_expansion_bounds(img.mean(), THERMO_ELASTIC)
+    assert lo <= props.thermal_expansion[0] <= hi
+    assert props.thermal_expansion[0] == pytest.approx(levin_isotropic_expansion(kappa, THERMO_ELASTIC), rel=1e-8)
+    foam = hom32.homogenize(img, ALUMINIUM_FOAM)
+    lo, hi = thermal_expansion_bounds(img.mean(), ALUMINIUM_FOAM)
+    assert lo * (1 - 1e-9) <= foam.thermal_expansion[0] <= hi * (1 + 1e-9)

@@ -1,0 +1,130 @@
+"""The SIMP inverse-homogenization core (SPEC B6): element operators against SfePy's assembly,
+binary and uniform densities against exact answers, adjoint gradients against finite
+differences, and the design maps (symmetry, filter, projection)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lib.design.topology_optimization import (PROPERTY_NAMES, DensityHomogenizer, density_filter,
+                                              element_operators, project, project_derivative,
+                                              symmetrize)
+from lib.fe.homogenization import MATERIAL_CASES, PeriodicHomogenizer, engineering_constants
+
+CASES = [MATERIAL_CASES["boron_aluminium"], MATERIAL_CASES["aluminium_foam"]]
+
+
+@pytest.fixture(scope="module", params=CASES, ids=lambda c: c.name)
+def tiny(request) -> DensityHomogenizer:
+    return DensityHomogenizer(8, request.param, penalty=3.0)
+
+
+def test_element_operators_assemble_sfepys_stiffness():
+    hom = DensityHomogenizer(6, CASES[0])
+    img = (np.random.default_rng(0).random((6, 6)) < 0.4).astype(float)
+    cells = hom.fe.pixels_to_cells(img).astype(bool)
+    d = np.where(cells[:, None, None], hom.d_white, hom.d_black)
+    hom.fe.set_stiffness(d)
+    reference = hom.fe.assemble_stiffness()
+    ours = hom.fe.assemble_element_matrices(np.stack([hom._k_unit(x) for x in d]))
+    np.testing.assert_allclose(ours.toarray(), reference.toarray(), rtol=1e-10, atol=1e-9 * abs(reference).max())
+    b, w = element_operators(hom.fe.element_node_offsets, 1 / 6)
+    assert w.sum() == pytest.approx(1 / 36)
+    # rigid motions have no strain, a linear field has a constant one
+    x = np.tile([1.0, 0.0], 4)
+    assert np.abs(np.einsum("qij,j->qi", b, x)).max() < 1e-12
+    with pytest.raises(ValueError, match="corners"):
+        element_operators(np.zeros((4, 2)), 0.1)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_binary_density_gives_the_homogenizers_properties(case):
+    img = (np.random.default_rng(1).random((16, 16)) < 0.4).astype(np.uint8)
+    ref = PeriodicHomogenizer(16).homogenize(img, case)
+    ours = DensityHomogenizer(16, case).evaluate(img.astype(float), gradients=False)
+    np.testing.assert_allclose(ours.stiffness, ref.stiffness, rtol=1e-9, atol=1e-9 * abs(ref.stiffness).max())
+    np.testing.assert_allclose(ours.thermal_expansion, ref.thermal_expansion, rtol=1e-7,
+                               atol=1e-12 * max(1e-6, abs(ref.thermal_expansion).max()))
+
+
+def test_uniform_density_is_the_interpolated_material(tiny):
+    c = 0.6
+    props = tiny.evaluate(np.full((8, 8), c))
+    d = tiny.d_black + c ** 3 * (tiny.d_white - tiny.d_black)
+    np.testing.assert_allclose(props.stiffness, d, rtol=1e-10, atol=1e-12 * abs(d).max())
+    beta = tiny.beta_black + c ** 3 * (tiny.beta_white - tiny.beta_black)
+    np.testing.assert_allclose(props.thermal_expansion, np.linalg.solve(d, beta), rtol=1e-8, atol=1e-20)
+    assert props.values["Ex"] == pytest.approx(engineering_constants(d)["Ex"], rel=1e-10)
+    # a uniform density has uniform gradients that sum to the derivative of the material
+    total = props.gradients["Ex"].sum()
+    eps = 1e-6
+    d2 = tiny.d_black + (c + eps) ** 3 * (tiny.d_white - tiny.d_black)
+    assert total == pytest.approx((engineering_constants(d2)["Ex"] - props.values["Ex"]) / eps, rel=1e-4)
+
+
+def test_adjoint_gradients_match_finite_differences(tiny):
+    """Central differences along random directions and at single pixels, every property."""
+    rng = np.random.default_rng(2)
+    rho = 0.2 + 0.6 * rng.random((8, 8))
+    props = tiny.evaluate(rho)
+    h = 1e-5
+    directions = [rng.standard_normal((8, 8)) for _ in range(2)]
+    for k in (0, 37):
+        e = np.zeros(64)
+        e[k] = 1.0
+        directions.append(e.reshape(8, 8))
+    for direction in directions:
+        plus = tiny.evaluate(rho + h * direction, gradients=False).values
+        minus = tiny.evaluate(rho - h * direction, gradients=False).values
+        for name in PROPERTY_NAMES:
+            fd = (plus[name] - minus[name]) / (2 * h)
+            adj = float((props.gradients[name] * direction).sum())
+            scale = max(abs(fd), 1e-3 * abs(props.values[name]) * np.abs(direction).sum() / 64)
+            assert abs(adj - fd) <= 1e-4 * scale, (name, adj, fd)
+
+
+def test_symmetric_density_gives_symmetric_gradients():
+    hom = DensityHomogenizer(8, CASES[0])
+    rho = symmetrize(np.random.default_rng(3).random((8, 8)))
+    props = hom.evaluate(rho)
+    assert props.values["Ex"] == pytest.approx(props.values["Ey"], rel=1e-9)
+    g = props.gradients["Ex"] + props.gradients["Ey"]
+    np.testing.assert_allclose(symmetrize(g), g, atol=1e-9 * np.abs(g).max())
+    # mirroring the cell swaps nothing for a square-symmetric density; transposing swaps x, y
+    np.testing.assert_allclose(props.gradients["Ex"].T, props.gradients["Ey"], atol=1e-9 * np.abs(g).max())
+
+
+def test_design_maps():
+    rng = np.random.default_rng(4)
+    x, y = rng.random((12, 12)), rng.random((12, 12))
+    s = symmetrize(x)
+    np.testing.assert_allclose(symmetrize(s), s)                          # a projection
+    assert np.isclose((symmetrize(x) * y).sum(), (x * symmetrize(y)).sum())  # its own adjoint
+    for t in (s.T, s[::-1], s[:, ::-1], np.rot90(s)):
+        np.testing.assert_allclose(t, s, atol=1e-15)
+    f = density_filter(x, 3.0)
+    assert f.mean() == pytest.approx(x.mean(), rel=1e-12)
+    assert np.isclose((density_filter(x, 3.0) * y).sum(), (x * density_filter(y, 3.0)).sum())
+    np.testing.assert_allclose(density_filter(np.roll(x, 5, 0), 3.0), np.roll(f, 5, 0), atol=1e-12)
+    assert f.std() < x.std()
+    np.testing.assert_array_equal(density_filter(x, 1.0), x)
+    p = project(x, 8.0)
+    assert project(np.array([0.0, 1.0]), 8.0) == pytest.approx([0.0, 1.0])
+    np.testing.assert_allclose(project_derivative(x, 8.0), (project(x + 1e-6, 8.0) - project(x - 1e-6, 8.0)) / 2e-6,
+                               rtol=1e-6)
+    assert np.all(np.diff(project(np.linspace(0, 1, 11), 8.0)) > 0) and p.min() >= 0
+    with pytest.raises(ValueError, match="radius"):
+        density_filter(x, -1.0)
+    with pytest.raises(ValueError, match="square"):
+        symmetrize(np.zeros((3, 4)))
+
+
+def test_bad_density_gives_a_clear_error(tiny):
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        tiny.evaluate(np.full((8, 8), 1.5))
+    with pytest.raises(ValueError, match="8x8"):
+        tiny.evaluate(np.full((6, 6), 0.5))
+    with pytest.raises(ValueError, match="NaN"):
+        tiny.evaluate(np.full((8, 8), np.nan))
+    with pytest.raises(ValueError, match="penalty"):
+        DensityHomogenizer(8, CASES[0], penalty=0.5)
