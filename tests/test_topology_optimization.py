@@ -128,3 +128,44 @@ def test_bad_density_gives_a_clear_error(tiny):
         tiny.evaluate(np.full((8, 8), np.nan))
     with pytest.raises(ValueError, match="penalty"):
         DensityHomogenizer(8, CASES[0], penalty=0.5)
+
+
+# --- MMA and the SIMP loop -------------------------------------------------------------------------
+def test_mma_solves_svanbergs_toy_problem():
+    """min |x|^2 s.t. |x - a|^2 <= 9, |x - b|^2 <= 9, 0 <= x <= 5 (Svanberg's MMA notes):
+    the optimum (2.0175, 1.7800, 1.2375) with both constraints active."""
+    from lib.design.topology_optimization import mma_step
+
+    a, b = np.array([5.0, 2, 1]), np.array([3.0, 4, 3])
+    x, state = np.array([4.0, 3, 2]), None
+    for _ in range(60):
+        fval = np.array([((x - a) ** 2).sum() - 9, ((x - b) ** 2).sum() - 9])
+        x, state = mma_step(x, 2 * x, fval, np.array([2 * (x - a), 2 * (x - b)]), np.zeros(3),
+                            np.full(3, 5.0), state, move=0.5)
+    np.testing.assert_allclose(x, [2.0175, 1.7800, 1.2375], atol=2e-4)
+    assert ((x - a) ** 2).sum() <= 9 + 1e-6 and ((x - b) ** 2).sum() <= 9 + 1e-6
+
+
+def test_simp_run_improves_keeps_symmetry_and_fraction():
+    from lib.design.topology_optimization import (TOSettings, binarize_at_fraction, optimize,
+                                                  physical_density)
+
+    hom = DensityHomogenizer(16, CASES[0])
+    rng = np.random.default_rng(5)
+    x0 = np.clip(0.395 + 0.1 * rng.standard_normal((16, 16)), 0, 1)
+    settings = TOSettings(radius=1.5, betas=(1.0, 4.0), iterations_per_beta=15)
+    result = optimize(hom, "case1", x0, settings)
+    np.testing.assert_allclose(result.x, symmetrize(result.x), atol=1e-12)  # every update symmetric
+    assert result.objective[-1] > 1.3 * result.objective[0]
+    assert abs(result.fraction[-1] / 0.395 - 1) < 0.02
+    assert np.array_equal(result.density, physical_density(result.x, settings, 4.0))
+    img = binarize_at_fraction(result.density, 0.395)
+    assert abs(img.mean() - 0.395) < 0.02 and np.array_equal(img, img.T)
+    ref = PeriodicHomogenizer(16).homogenize(img, CASES[0])
+    ex = engineering_constants(ref.stiffness)["Ex"]
+    assert ex > 1.2 * hom.evaluate(np.full((16, 16), 0.395), gradients=False).values["Ex"]
+    assert 1 <= result.iterations_to_within(0.01) <= len(result.objective)
+    with pytest.raises(ValueError, match="unknown case"):
+        optimize(hom, "case9", x0, settings)
+    with pytest.raises(ValueError, match="fraction"):
+        TOSettings(fraction=1.2)

@@ -36,7 +36,9 @@ from lib.fe.linear_solver import SPDSolver
 from lib.fe.pixel_mesh import PeriodicPixelProblem
 
 __all__ = ["symmetrize", "density_filter", "project", "project_derivative", "element_operators",
-           "DensityHomogenizer", "DensityProperties", "PROPERTY_NAMES", "check_density"]
+           "DensityHomogenizer", "DensityProperties", "PROPERTY_NAMES", "check_density",
+           "MMAState", "mma_step", "OBJECTIVES", "TOSettings", "TOResult", "physical_density",
+           "optimize", "binarize_at_fraction"]
 
 _M = np.array([1.0, 1.0, 0.0])
 #: The properties :meth:`DensityHomogenizer.evaluate` returns with gradients.
@@ -114,7 +116,7 @@ def project(field: np.ndarray, beta: float, eta: float = 0.5) -> np.ndarray:
     if not (np.isfinite(beta) and beta > 0 and 0 < eta < 1):
         raise ValueError(f"need beta >= 0 and 0 < eta < 1, got beta={beta!r}, eta={eta!r}")
     a, b = np.tanh(beta * eta), np.tanh(beta * (1 - eta))
-    return (a + np.tanh(beta * (x - eta))) / (a + b)
+    return np.clip((a + np.tanh(beta * (x - eta))) / (a + b), 0.0, 1.0)  # roundoff at 0 and 1
 
 
 def project_derivative(field: np.ndarray, beta: float, eta: float = 0.5) -> np.ndarray:
@@ -259,3 +261,230 @@ class DensityHomogenizer:
         grads = {k: self.fe.cells_to_pixels(v) for k, v in grads_cells.items()}
         return DensityProperties(stiffness, thermal_stress, expansion, values, grads,
                                  self.fe.cells_to_pixels(dc))
+
+
+# --------------------------------------------------------------------------------------------
+# the method of moving asymptotes (Svanberg 1987), dual form
+# --------------------------------------------------------------------------------------------
+@dataclass
+class MMAState:
+    """The moving asymptotes and the two previous iterates of an MMA run (flat arrays)."""
+
+    low: np.ndarray
+    upp: np.ndarray
+    x1: np.ndarray  # previous iterate
+    x2: np.ndarray  # the one before
+    iteration: int = 0
+
+
+def mma_step(x: np.ndarray, df0: np.ndarray, fval: np.ndarray, dfdx: np.ndarray,
+             xmin: np.ndarray, xmax: np.ndarray, state: MMAState | None, move: float = 0.2,
+             c: float = 1e3) -> tuple[np.ndarray, MMAState]:
+    """One MMA iteration for min f0(x) s.t. f_i(x) <= 0 (i < m), xmin <= x <= xmax.
+
+    ``x (n,)``; ``df0 (n,)`` the objective's gradient; ``fval (m,)``, ``dfdx (m, n)`` the
+    constraints and their gradients. The convex separable approximation of Svanberg (1987;
+    asymptote rules, 1e-3 regularization and move limits of his 2007 notes) is solved through
+    its dual, a concave maximization over the m multipliers (``scipy``'s L-BFGS-B), with elastic
+    slacks y_i of cost ``c`` y_i + y_i²/2 so that an infeasible start stays solvable. Returns the
+    new x and the state to pass to the next call (``None`` on the first).
+    """
+    from scipy.optimize import minimize
+
+    x = np.asarray(x, float)
+    n, m = x.size, len(fval)
+    span = np.maximum(xmax - xmin, 1e-9)
+    if state is None:
+        state = MMAState(x - 0.5 * span, x + 0.5 * span, x.copy(), x.copy(), 0)
+    elif state.iteration >= 2:
+        sign = (x - state.x1) * (state.x1 - state.x2)
+        factor = np.where(sign > 0, 1.2, np.where(sign < 0, 0.7, 1.0))
+        low = x - factor * (state.x1 - state.low)
+        upp = x + factor * (state.upp - state.x1)
+        state.low = np.clip(low, x - 10 * span, x - 0.01 * span)
+        state.upp = np.clip(upp, x + 0.01 * span, x + 10 * span)
+    else:
+        state.low, state.upp = x - 0.5 * span, x + 0.5 * span
+    low, upp = state.low, state.upp
+    alpha = np.maximum.reduce([low + 0.1 * (x - low), x - move * span, xmin])
+    beta = np.minimum.reduce([upp - 0.1 * (upp - x), x + move * span, xmax])
+    ux, xl = upp - x, x - low
+    reg = 1e-5 / span
+
+    def pq(g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        pos, neg = np.maximum(g, 0), np.maximum(-g, 0)
+        extra = 1e-3 * (pos + neg) + reg
+        return (pos + extra) * ux ** 2, (neg + extra) * xl ** 2
+
+    p0, q0 = pq(np.asarray(df0, float))
+    pq_i = [pq(np.asarray(row, float)) for row in np.atleast_2d(dfdx)]
+    P = np.array([a for a, _ in pq_i]).reshape(m, n)
+    Q = np.array([b for _, b in pq_i]).reshape(m, n)
+    b = P @ (1 / ux) + Q @ (1 / xl) - np.asarray(fval, float)
+
+    def primal(lam: np.ndarray) -> np.ndarray:
+        pj, qj = p0 + lam @ P, q0 + lam @ Q
+        sp, sq = np.sqrt(pj), np.sqrt(qj)
+        return np.clip((low * sp + upp * sq) / (sp + sq), alpha, beta)
+
+    def negative_dual(lam: np.ndarray) -> tuple[float, np.ndarray]:
+        xs = primal(lam)
+        y = np.maximum(0.0, lam - c)
+        w = ((p0 + lam @ P) / (upp - xs)).sum() + ((q0 + lam @ Q) / (xs - low)).sum() \
+            + (c * y + 0.5 * y ** 2 - lam * y).sum() - lam @ b
+        grad = P @ (1 / (upp - xs)) + Q @ (1 / (xs - low)) - b - y
+        return -w, -grad
+
+    res = minimize(negative_dual, np.ones(m), jac=True, method="L-BFGS-B",
+                   bounds=[(0.0, None)] * m, options={"maxiter": 500, "gtol": 1e-12, "ftol": 1e-15})
+    x_new = primal(res.x)
+    state.x2, state.x1 = state.x1, x.copy()
+    state.iteration += 1
+    return x_new, state
+
+
+# --------------------------------------------------------------------------------------------
+# the optimization loop
+# --------------------------------------------------------------------------------------------
+#: What each case optimizes (SPEC B6): the goal and the two directional properties whose worse
+#: one is optimized (a bound formulation: max t s.t. t <= both, or min t s.t. t >= both).
+OBJECTIVES = {"case1": ("max", ("Ex", "Ey")), "case2": ("max", ("nu_xy", "nu_yx")),
+              "case3": ("min", ("alpha_x", "alpha_y"))}
+
+
+@dataclass(frozen=True)
+class TOSettings:
+    """Settings of one SIMP run: white ``fraction`` (an equality, as two inequalities of
+    relative tolerance ``fraction_tol``), filter ``radius`` (pixels), SIMP ``penalty``, the
+    projection sharpness ``betas`` (continuation: ``iterations_per_beta`` iterations each, or
+    fewer once the objective changes by less than ``tol`` over 5 iterations), MMA ``move``."""
+
+    fraction: float = 0.395
+    fraction_tol: float = 2e-3
+    radius: float = 3.0
+    penalty: float = 3.0
+    betas: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0)
+    iterations_per_beta: int = 30
+    tol: float = 1e-4
+    move: float = 0.2
+
+    def __post_init__(self) -> None:
+        if not 0 < self.fraction < 1:
+            raise ValueError(f"fraction must lie in (0, 1), got {self.fraction}")
+        if not self.betas or min(self.betas) < 0:
+            raise ValueError("betas must be a non-empty sequence of non-negative sharpnesses")
+        if self.iterations_per_beta < 1:
+            raise ValueError("iterations_per_beta must be positive")
+
+
+@dataclass
+class TOResult:
+    """One SIMP run: the final design variables ``x``, the physical density ``density`` (after
+    symmetry, filter and projection), per-iteration ``objective`` (the worse of the two
+    properties, in their units), ``fraction`` and ``beta``, and the wall time."""
+
+    x: np.ndarray
+    density: np.ndarray
+    objective: np.ndarray
+    fraction: np.ndarray
+    beta: np.ndarray
+    seconds: float
+    goal: str
+    names: tuple[str, str]
+
+    def iterations_to_within(self, share: float = 0.01) -> int:
+        """Iterations until the objective stays within ``share`` of its final value."""
+        final = self.objective[-1]
+        off = np.abs(self.objective - final) > share * abs(final)
+        bad = np.nonzero(off)[0]
+        return int(bad[-1] + 2) if bad.size else 1
+
+
+def _scale(name: str, hom: DensityHomogenizer) -> float:
+    if name in ("Ex", "Ey"):
+        return hom.case.white.youngs_modulus
+    if name.startswith("alpha"):
+        return max(hom.case.white.thermal_expansion, hom.case.black.thermal_expansion)
+    return 1.0
+
+
+def physical_density(x: np.ndarray, settings: TOSettings, beta: float) -> np.ndarray:
+    """Design variables -> the density the FE sees: symmetrize, filter, project."""
+    return project(np.clip(density_filter(symmetrize(x), settings.radius), 0.0, 1.0), beta)
+
+
+def optimize(hom: DensityHomogenizer, case: str, x0: np.ndarray, settings: TOSettings = TOSettings(),
+             progress: bool = False) -> TOResult:
+    """Run SIMP with MMA from design variables ``x0 (N, N)`` in [0, 1] for ``case`` of
+    :data:`OBJECTIVES` (module docstring; the gradients of every step pass back through the
+    projection, the filter and the symmetry)."""
+    import time
+
+    from tqdm.auto import tqdm
+
+    if case not in OBJECTIVES:
+        raise ValueError(f"unknown case {case!r}: choose one of {sorted(OBJECTIVES)}")
+    goal, names = OBJECTIVES[case]
+    x = symmetrize(check_density(x0, hom.size, "x0")).ravel()  # MMA then keeps it symmetric
+    n = x.size
+    scales = [_scale(k, hom) for k in names]
+    sign = 1.0 if goal == "max" else -1.0
+    t0 = time.perf_counter()
+    history: dict[str, list[float]] = {"objective": [], "fraction": [], "beta": []}
+    state, t = None, None
+    total = len(settings.betas) * settings.iterations_per_beta
+    bar = tqdm(total=total, desc=f"SIMP {case}", disable=not progress, leave=False)
+    for beta in settings.betas:
+        for it in range(settings.iterations_per_beta):
+            xs = x.reshape(hom.size, hom.size)
+            filtered = np.clip(density_filter(symmetrize(xs), settings.radius), 0.0, 1.0)  # FFT roundoff
+            rho = project(filtered, beta)
+            props = hom.evaluate(rho)
+            chain = lambda g: symmetrize(density_filter(g * project_derivative(filtered, beta),  # noqa: E731
+                                                        settings.radius)).ravel()
+            g_vals = np.array([props.values[k] / s for k, s in zip(names, scales)])
+            g_grad = [chain(props.gradients[k]) / s for k, s in zip(names, scales)]
+            worse = g_vals.min() if goal == "max" else g_vals.max()
+            if t is None:
+                t = worse
+            frac = rho.mean()
+            dfrac = chain(np.full(rho.shape, 1.0 / rho.size))
+            # variables (x, t): min -sign t  s.t.  sign (t - g_k) <= 0, fraction window
+            fval = np.array([sign * (t - g_vals[0]), sign * (t - g_vals[1]),
+                             frac / settings.fraction - 1 - settings.fraction_tol,
+                             1 - settings.fraction_tol - frac / settings.fraction])
+            dfdx = np.zeros((4, n + 1))
+            dfdx[0, :n], dfdx[0, n] = -sign * g_grad[0], sign
+            dfdx[1, :n], dfdx[1, n] = -sign * g_grad[1], sign
+            dfdx[2, :n] = dfrac / settings.fraction
+            dfdx[3, :n] = -dfrac / settings.fraction
+            df0 = np.zeros(n + 1)
+            df0[n] = -sign
+            z = np.concatenate([x, [t]])
+            lo = np.concatenate([np.zeros(n), [-10.0]])
+            hi = np.concatenate([np.ones(n), [10.0]])
+            z, state = mma_step(z, df0, fval, dfdx, lo, hi, state, settings.move)
+            x, t = z[:n], float(z[n])
+            history["objective"].append(float(worse * scales[int(np.argmin(g_vals) if goal == "max" else np.argmax(g_vals))]))
+            history["fraction"].append(float(frac))
+            history["beta"].append(float(beta))
+            bar.update(1)
+            obj = history["objective"]
+            if it >= 5 and abs(obj[-1] - obj[-6]) <= settings.tol * abs(obj[-1]):
+                break
+    bar.close()
+    xs = x.reshape(hom.size, hom.size)
+    return TOResult(xs, physical_density(xs, settings, settings.betas[-1]),
+                    np.array(history["objective"]), np.array(history["fraction"]),
+                    np.array(history["beta"]), time.perf_counter() - t0, goal, names)
+
+
+def binarize_at_fraction(density: np.ndarray, fraction: float) -> np.ndarray:
+    """The binary image (uint8, 1 = white) of ``density`` thresholded at the level whose white
+    fraction is closest to ``fraction`` (a square-symmetric density stays square-symmetric:
+    equal values fall on the same side)."""
+    d = np.round(check_density(density), 10)  # symmetric images agree only to roundoff
+    levels = np.unique(d)
+    fractions = np.array([(d >= v).mean() for v in levels])
+    level = levels[int(np.argmin(np.abs(fractions - fraction)))]
+    return (d >= level).astype(np.uint8)
