@@ -52,6 +52,10 @@ EXPECTED_OUTPUTS: dict[str, dict[str, list[str]]] = {
                     "08_design_steps_case3"],
         "stages": ["stochastic_db", "homogenization_labels", "regressor_case1", "designs_case1",
                    "designs_case2", "designs_case3"]},
+    "09_topology_optimization": {
+        "figures": ["09_cells", "09_histories", "09_fig6_with_to"],
+        "stages": ["stochastic_db", "homogenization_labels", "designs_case1", "designs_case2",
+                   "designs_case3"]},
     "03_fe_homogenization_labels": {
         "figures": ["03_property_distributions", "03_property_scatters", "03_expansion_vs_stiffness"],
         "stages": ["stochastic_db", "homogenization_labels"]},

@@ -169,3 +169,45 @@ def test_simp_run_improves_keeps_symmetry_and_fraction():
         optimize(hom, "case9", x0, settings)
     with pytest.raises(ValueError, match="fraction"):
         TOSettings(fraction=1.2)
+
+
+# --- the study's helpers -----------------------------------------------------------------------
+def test_starting_fields_and_limits():
+    from lib import topology_study as ts
+
+    for kind in ("uniform", "random", "structured"):
+        x = ts.starting_field(kind, 32, 0.395, seed=1)
+        assert x.shape == (32, 32) and x.min() >= 0 and x.max() <= 1
+        assert abs(x.mean() - 0.395) < 0.02, kind
+    design = (np.random.default_rng(0).random((128, 128)) < 0.4).astype(np.uint8)
+    x = ts.starting_field("xai", 32, design=design)
+    np.testing.assert_allclose(x, design.reshape(32, 4, 32, 4).mean(axis=(1, 3)))
+    with pytest.raises(ValueError, match="needs the design"):
+        ts.starting_field("xai", 32)
+    with pytest.raises(ValueError, match="unknown start"):
+        ts.starting_field("magic", 32)
+    lim = ts.limits("case3")
+    assert list(lim.values())[0] == pytest.approx(0.511 * 23.6e-6, rel=2e-3)
+    assert ts.limits("case1")["any cell, one direction (Voigt)"] == pytest.approx(0.395 * 379.3e3 + 0.605 * 68.3e3)
+    # a sample at the bound's own fraction scores 0, one above it > 0
+    img = np.zeros((1, 10, 10))
+    img[0, :4] = 1
+    bound = ts.thermal_expansion_bounds(0.4, ts.MATERIAL_CASES["aluminium_foam"])[0]
+    gap = ts.expansion_bound_gap(np.array([[bound, bound]]), img)
+    assert gap[0] == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="unknown profile"):
+        ts.get_to_sizes("huge")
+
+
+def test_run_case_relabels_and_keeps():
+    from lib import topology_study as ts
+
+    sizes = ts.TOSizes(16, ts.to.TOSettings(radius=1.5, betas=(1.0, 4.0), iterations_per_beta=6))
+    runs = ts.run_case("case1", sizes, 32, xai_design=None, starts=("uniform", "xai"), seed=0)
+    assert list(runs.results) == ["uniform"]  # no design: no warm start
+    img = runs.designs["uniform"]
+    assert img.shape == (32, 32) and abs(img.mean() - 0.395) < 0.01
+    ref = PeriodicHomogenizer(32).homogenize(img, CASES[0])
+    c = engineering_constants(ref.stiffness)
+    np.testing.assert_allclose(runs.values["uniform"], [c["Ex"], c["Ey"]], rtol=1e-9)
+    assert runs.best("max") == "uniform" and runs.kept("uniform")

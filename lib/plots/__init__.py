@@ -3,7 +3,8 @@
 ``common`` saves figures and holds the helpers both parts draw with, ``part_a`` draws Part A
 (dual-phase steel, GTN fracture), ``generation`` Part A's generative half (VQ-VAE, PixelCNN,
 generated structures and their FE check), ``sensitivity`` Part A's explanation maps against the
-void maps (notebook 07), ``part_b`` Part B (stochastic architected materials,
+void maps (notebook 07), ``topology`` Part B's designs against topology optimization and the
+bounds (notebook 09), ``part_b`` Part B (stochastic architected materials,
 homogenization, ResNet-18 and Grad-RAM, periodic designs). Every public name is re-exported
 here, so callers write ``from lib import plots; plots.save_figure(...)``.
 """
@@ -33,6 +34,7 @@ from lib.plots.sensitivity import (
     plot_sensitivity_panels,
     plot_void_grids,
 )
+from lib.plots.topology import plot_to_cells, plot_to_histories, plot_to_scatter
 from lib.plots.part_b import (
     plot_accuracy_vs_paper,
     plot_design_scatter,
