@@ -53,7 +53,8 @@ class TOSizes:
     settings: to.TOSettings = to.TOSettings()
 
 
-_SIZES = {"smoke": TOSizes(32, to.TOSettings(radius=1.5, betas=(1.0, 4.0), iterations_per_beta=8)),
+_SIZES = {"smoke": TOSizes(32, to.TOSettings(radius=1.5, penalties=(1.0, 3.0), betas=(1.0, 4.0),
+                                             iterations_per_beta=8)),
           "default": TOSizes(128),
           "paper": TOSizes(128, to.TOSettings(betas=(1.0, 2.0, 4.0, 8.0, 16.0, 32.0),
                                               iterations_per_beta=60))}
@@ -167,7 +168,7 @@ def run_case(case: str, sizes: TOSizes, image_size: int, xai_design: np.ndarray 
     """Every start of one case on the TO grid, each design binarized at the fraction,
     resampled to ``image_size`` and relabelled by :class:`PeriodicHomogenizer`."""
     mat = MATERIAL_CASES[CASE_MATERIAL[case]]
-    dens = to.DensityHomogenizer(sizes.grid, mat, sizes.settings.penalty)
+    dens = to.DensityHomogenizer(sizes.grid, mat, sizes.settings.penalty)  # optimize() continues p
     hom = PeriodicHomogenizer(image_size)
     runs = CaseRuns(case)
     t0 = time.perf_counter()

@@ -26,7 +26,7 @@ projection), a periodic linear-hat density filter that preserves the mean
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -355,24 +355,37 @@ OBJECTIVES = {"case1": ("max", ("Ex", "Ey")), "case2": ("max", ("nu_xy", "nu_yx"
 @dataclass(frozen=True)
 class TOSettings:
     """Settings of one SIMP run: white ``fraction`` (an equality, as two inequalities of
-    relative tolerance ``fraction_tol``), filter ``radius`` (pixels), SIMP ``penalty``, the
-    projection sharpness ``betas`` (continuation: ``iterations_per_beta`` iterations each, or
-    fewer once the objective changes by less than ``tol`` over 5 iterations), MMA ``move``."""
+    relative tolerance ``fraction_tol``), filter ``radius`` (pixels), the continuation — stage k
+    uses the SIMP exponent ``penalties[k]`` (the last one repeated when there are more betas)
+    and the projection sharpness ``betas[k]``, for ``iterations_per_beta`` iterations or fewer
+    once the objective changes by less than ``tol`` over 5 iterations — and MMA's ``move``.
+    ``penalty`` is the exponent of the final stage (the one the result is judged with)."""
 
     fraction: float = 0.395
     fraction_tol: float = 2e-3
     radius: float = 3.0
-    penalty: float = 3.0
+    penalties: tuple[float, ...] = (1.0, 2.0, 3.0)
     betas: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0)
     iterations_per_beta: int = 30
     tol: float = 1e-4
     move: float = 0.2
+
+    @property
+    def penalty(self) -> float:
+        return float(self.penalties[-1])
+
+    def stages(self) -> list[tuple[float, float]]:
+        """(penalty, beta) of every continuation stage."""
+        return [(float(self.penalties[min(k, len(self.penalties) - 1)]), float(b))
+                for k, b in enumerate(self.betas)]
 
     def __post_init__(self) -> None:
         if not 0 < self.fraction < 1:
             raise ValueError(f"fraction must lie in (0, 1), got {self.fraction}")
         if not self.betas or min(self.betas) < 0:
             raise ValueError("betas must be a non-empty sequence of non-negative sharpnesses")
+        if not self.penalties or min(self.penalties) < 1:
+            raise ValueError("penalties must be a non-empty sequence of SIMP exponents >= 1")
         if self.iterations_per_beta < 1:
             raise ValueError("iterations_per_beta must be positive")
 
@@ -381,7 +394,7 @@ class TOSettings:
 class TOResult:
     """One SIMP run: the final design variables ``x``, the physical density ``density`` (after
     symmetry, filter and projection), per-iteration ``objective`` (the worse of the two
-    properties, in their units), ``fraction`` and ``beta``, and the wall time."""
+    properties, in their units), ``fraction``, ``beta`` and ``penalty``, and the wall time."""
 
     x: np.ndarray
     density: np.ndarray
@@ -391,6 +404,7 @@ class TOResult:
     seconds: float
     goal: str
     names: tuple[str, str]
+    penalty: np.ndarray = field(default_factory=lambda: np.empty(0))
 
     def iterations_to_within(self, share: float = 0.01) -> int:
         """Iterations until the objective stays within ``share`` of its final value."""
@@ -430,11 +444,12 @@ def optimize(hom: DensityHomogenizer, case: str, x0: np.ndarray, settings: TOSet
     scales = [_scale(k, hom) for k in names]
     sign = 1.0 if goal == "max" else -1.0
     t0 = time.perf_counter()
-    history: dict[str, list[float]] = {"objective": [], "fraction": [], "beta": []}
+    history: dict[str, list[float]] = {"objective": [], "fraction": [], "beta": [], "penalty": []}
     state, t = None, None
     total = len(settings.betas) * settings.iterations_per_beta
     bar = tqdm(total=total, desc=f"SIMP {case}", disable=not progress, leave=False)
-    for beta in settings.betas:
+    for penalty, beta in settings.stages():
+        hom.penalty = penalty
         for it in range(settings.iterations_per_beta):
             xs = x.reshape(hom.size, hom.size)
             filtered = np.clip(density_filter(symmetrize(xs), settings.radius), 0.0, 1.0)  # FFT roundoff
@@ -468,15 +483,18 @@ def optimize(hom: DensityHomogenizer, case: str, x0: np.ndarray, settings: TOSet
             history["objective"].append(float(worse * scales[int(np.argmin(g_vals) if goal == "max" else np.argmax(g_vals))]))
             history["fraction"].append(float(frac))
             history["beta"].append(float(beta))
+            history["penalty"].append(float(penalty))
             bar.update(1)
             obj = history["objective"]
             if it >= 5 and abs(obj[-1] - obj[-6]) <= settings.tol * abs(obj[-1]):
                 break
     bar.close()
+    hom.penalty = settings.penalty
     xs = x.reshape(hom.size, hom.size)
     return TOResult(xs, physical_density(xs, settings, settings.betas[-1]),
                     np.array(history["objective"]), np.array(history["fraction"]),
-                    np.array(history["beta"]), time.perf_counter() - t0, goal, names)
+                    np.array(history["beta"]), time.perf_counter() - t0, goal, names,
+                    np.array(history["penalty"]))
 
 
 def binarize_at_fraction(density: np.ndarray, fraction: float) -> np.ndarray:
