@@ -133,7 +133,8 @@ class RVEResult:
     ``load_drop`` below its peak (NaN if not reached); tensile_strength: peak mean sigma_xx (MPa);
     void_map: (N, N) element-mean void volume fraction at the first increment with f̄ >= f̄_crit
     (or at the end); load_drop_void_map: the same at the first increment past the load drop
-    (the state of ``load_drop_strain``; None if the drop was not reached); status: "converged" or "failed: <reason>"; counters and timings;
+    (the state of ``load_drop_strain``; None if the drop was not reached); status: "converged"
+    or "failed: <reason>"; counters and timings;
     stabilization_energy_fraction: work of the viscous stabilization over the macroscopic work of
     the whole run; stabilized_from: E_xx at which the stabilization was switched on (NaN if
     never): a criterion reached before it is unaffected by it.
