@@ -25,8 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from lib.design import topology_optimization as to  # noqa: E402
 from lib.fe.homogenization import (MATERIAL_CASES, PeriodicHomogenizer,  # noqa: E402
                                    engineering_constants)
-
-MATERIAL = {"case1": "boron_aluminium", "case2": "boron_aluminium", "case3": "aluminium_foam"}
+from lib.models.training import CASES  # noqa: E402
 
 
 def timed(fn, repeat: int) -> float:
@@ -43,7 +42,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--cases", nargs="+", default=list(MATERIAL))
+    parser.add_argument("--cases", nargs="+", default=list(CASES))
     args = parser.parse_args()
     n = args.size
     rng = np.random.default_rng(0)
@@ -66,7 +65,7 @@ def main() -> None:
         print("| case | iterations | seconds | s / iteration | objective start → end | binary design (FE) |")
         print("|---|---|---|---|---|---|")
         for name in args.cases:
-            mat = MATERIAL_CASES[MATERIAL[name]]
+            mat = MATERIAL_CASES[CASES[name].material]
             d = to.DensityHomogenizer(n, mat)
             x0 = np.clip(0.395 + 0.1 * to.density_filter(rng.standard_normal((n, n)), 3.0), 0, 1)
             result = to.optimize(d, name, x0, to.TOSettings())

@@ -20,8 +20,8 @@
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,6 +113,11 @@ class LabelledPool:
         """Indices of ``members`` in split ``part`` ("train", "val", "test")."""
         code = ("train", "val", "test").index(part)
         return members[self.part[members] == code]
+
+    def member_split(self, members: np.ndarray) -> dict[str, np.ndarray]:
+        """``{"train", "val", "test"}``: positions *within* ``members`` (sorted pool rows) of
+        each part, the split a model trained on ``members`` alone uses."""
+        return {p: np.searchsorted(members, self.indices(members, p)) for p in ("train", "val", "test")}
 
 
 def _parts(n: int, seed: int) -> np.ndarray:
@@ -330,7 +335,7 @@ def _train_pixelcnn(profile: str, pool: LabelledPool, scale: ConditionScale, cod
                     ) -> tuple[GatedPixelCNN, dict[str, Any], Path]:
     """Train (or load) the PixelCNN of (kind, data set): stage ``pixelcnn_<kind>_<dataset><suffix>``."""
     members = dataset_members(pool, dataset)
-    split = {p: np.searchsorted(members, pool.indices(members, p)) for p in ("train", "val", "test")}
+    split = pool.member_split(members)
     if len(split["train"]) == 0:
         raise ValueError(f"data set {dataset} has no training structures in profile {profile}")
     cond = None

@@ -141,11 +141,15 @@ class SensitivityStudy:
 
 
 def _gradram(reg: TrainedProperty, images: np.ndarray, train_images: np.ndarray,
-             sign: float, profile: str) -> np.ndarray:
+             profile: str) -> dict[str, np.ndarray]:
+    """Grad-RAM maps of −FS and +FS, both measured from the training structures' mean
+    activation (computed once), with the profile's layer and shift averaging."""
     recipe = get_recipe(profile)
     reference = reference_activations(reg.model, train_images, recipe.gradram_layer)
-    return gradram_maps(reg.model, images, output=0, layer=recipe.gradram_layer, sign=sign,
-                        reference=reference, shift_average=recipe.gradram_shift_average)
+    return {f"Grad-RAM {name}": gradram_maps(reg.model, images, output=0, layer=recipe.gradram_layer,
+                                             sign=sign, reference=reference,
+                                             shift_average=recipe.gradram_shift_average)
+            for name, sign in (("−FS", -1.0), ("+FS", 1.0))}
 
 
 def _pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -185,7 +189,8 @@ def sensitivity_study(profile: Profile | str, seed: int = 0, n_jobs: int | None 
     t0 = time.perf_counter()
     pixelcnn = models.pixelcnns[("fs", "All")]
     cond = models.scale.normalize(pool.strain[rows])[:, 0]
-    step = PAPER_STEP / float(models.scale.hi[0] - models.scale.lo[0])
+    strain_range = float(models.scale.hi[0] - models.scale.lo[0])  # normalized condition = strain / range
+    step = PAPER_STEP / strain_range
     result = sensitivity_maps(pixelcnn, models.vqvae, images, cond, step)
     delta = result["delta"]
     maps: dict[str, np.ndarray] = {"|Δ|": np.abs(delta)}
@@ -194,7 +199,7 @@ def sensitivity_study(profile: Profile | str, seed: int = 0, n_jobs: int | None 
     # --- Grad-RAM of a ResNet-18 FS regressor -------------------------------------------------
     t0 = time.perf_counter()
     members = dataset_members(pool, "All")
-    split = {p: np.searchsorted(members, pool.indices(members, p)) for p in ("train", "val", "test")}
+    split = pool.member_split(members)
     reg = property_regressor(prof.name, "regressor_fracture_strain", pool.images[members],
                              pool.strain[members], split, upstream=upstream,
                              description={"target": "load_drop_strain", "dataset": "All"},
@@ -203,8 +208,7 @@ def sensitivity_study(profile: Profile | str, seed: int = 0, n_jobs: int | None 
     r2 = float(regression_metrics(pool.strain[members][test][:, None],
                                   reg.predict(pool.images[members][test])[:, None])["r2"][0])
     train_imgs = pool.images[members][split["train"][:sizes.n_reference_images]]
-    maps["Grad-RAM −FS"] = _gradram(reg, images, train_imgs, -1.0, prof.name)
-    maps["Grad-RAM +FS"] = _gradram(reg, images, train_imgs, 1.0, prof.name)
+    maps.update(_gradram(reg, images, train_imgs, prof.name))
     seconds["gradram"] = time.perf_counter() - t0
 
     # --- baselines and scores -------------------------------------------------------------------
@@ -233,8 +237,7 @@ def sensitivity_study(profile: Profile | str, seed: int = 0, n_jobs: int | None 
     }
     step_check = {}
     for s in sizes.check_steps:
-        d = sensitivity_maps(pixelcnn, models.vqvae, images, cond,
-                             s / float(models.scale.hi[0] - models.scale.lo[0]))["delta"]
+        d = sensitivity_maps(pixelcnn, models.vqvae, images, cond, s / strain_range)["delta"]
         step_check[float(s)] = {"similarity": _pairwise(np.abs(delta), np.abs(d)),
                                 **mc.compare_maps(np.abs(d), void, sizes.top)}
     seconds["sanity"] = time.perf_counter() - t0

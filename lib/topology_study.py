@@ -24,11 +24,13 @@ from typing import Any
 import numpy as np
 
 from lib.design import topology_optimization as to
-from lib.design.periodic_design import best_designs, design_metrics, design_stage, moderate_samples
+from lib.design.periodic_design import (best_designs, design_metrics, design_stage, is_balanced,
+                                        moderate_samples, weaker_direction)
 from lib.explain.gradram import select_outliers
 from lib.fe.bounds import directional_stiffness_ceiling, isotropic_bounds, thermal_expansion_bounds
-from lib.fe.homogenization import MATERIAL_CASES, PeriodicHomogenizer, engineering_constants
-from lib.fe.labeling import homogenization_labels
+from lib.explain.map_comparison import block_average
+from lib.fe.homogenization import MATERIAL_CASES
+from lib.fe.labeling import homogenization_labels, homogenize_batch
 from lib.microstructures.stochastic import stochastic_database
 from lib.models.training import CASES, case_targets, get_recipe, trained_case
 from lib.profiles import Profile, get_profile
@@ -40,8 +42,6 @@ __all__ = ["TOSizes", "get_to_sizes", "START_KINDS", "starting_field", "xai_resu
 
 #: The starts of every case, in table order (``xai`` is the paper's warm start).
 START_KINDS = ("uniform", "random", "structured", "xai")
-#: The material of each case's labels.
-CASE_MATERIAL = {"case1": "boron_aluminium", "case2": "boron_aluminium", "case3": "aluminium_foam"}
 
 
 @dataclass(frozen=True)
@@ -74,8 +74,7 @@ def _resample(img: np.ndarray, size: int) -> np.ndarray:
     if size == n:
         return img.astype(float)
     if n % size == 0:
-        b = n // size
-        return img.reshape(size, b, size, b).mean(axis=(1, 3))
+        return block_average(img, size)[0]
     if size % n == 0:
         return np.kron(img, np.ones((size // n, size // n)))
     raise ValueError(f"cannot resample {n}² onto {size}²: one must divide the other")
@@ -147,29 +146,26 @@ class CaseRuns:
     def best(self, goal: str) -> str:
         """The start whose kept design (fraction 0.39–0.40, balanced) scores best."""
         ok = [k for k in self.values if self.kept(k)] or list(self.values)
-        score = {k: (min if goal == "max" else max)(self.values[k]) for k in ok}
+        score = {k: float(weaker_direction(self.values[k][None], goal)[0]) for k in ok}
         return (max if goal == "max" else min)(score, key=score.get)
 
     def kept(self, start: str) -> bool:
-        v, f = self.values[start], self.designs[start].mean()
-        return bool(0.39 <= f <= 0.40 and abs(v[0] - v[1]) < 0.1 * min(abs(v[0]), abs(v[1])))
+        f = self.designs[start].mean()
+        return bool(0.39 <= f <= 0.40 and is_balanced(self.values[start][None])[0])
 
 
-def _fe_values(case: str, img: np.ndarray, hom: PeriodicHomogenizer) -> np.ndarray:
-    mat = MATERIAL_CASES[CASE_MATERIAL[case]]
-    props = hom.homogenize(img, mat)
-    c = engineering_constants(props.stiffness)
-    return {"case1": np.array([c["Ex"], c["Ey"]]), "case2": np.array([c["nu_xy"], c["nu_yx"]]),
-            "case3": np.asarray(props.thermal_expansion[:2], float)}[case]
+def _fe_values(case: str, img: np.ndarray) -> np.ndarray:
+    """The case's (X, Y) labels of one binary cell, by the labelling pipeline's homogenization."""
+    props = homogenize_batch(img[None], [CASES[case].material])
+    return np.array([props[key][0] for key in CASES[case].label_keys])
 
 
 def run_case(case: str, sizes: TOSizes, image_size: int, xai_design: np.ndarray | None,
              starts: Sequence[str] = START_KINDS, seed: int = 0, progress: bool = True) -> CaseRuns:
     """Every start of one case on the TO grid, each design binarized at the fraction,
-    resampled to ``image_size`` and relabelled by :class:`PeriodicHomogenizer`."""
-    mat = MATERIAL_CASES[CASE_MATERIAL[case]]
+    resampled to ``image_size`` and relabelled like the database (:func:`lib.fe.labeling.homogenize_batch`)."""
+    mat = MATERIAL_CASES[CASES[case].material]
     dens = to.DensityHomogenizer(sizes.grid, mat, sizes.settings.penalty)  # optimize() continues p
-    hom = PeriodicHomogenizer(image_size)
     runs = CaseRuns(case)
     t0 = time.perf_counter()
     for kind in starts:
@@ -182,7 +178,7 @@ def run_case(case: str, sizes: TOSizes, image_size: int, xai_design: np.ndarray 
             binary = to.binarize_at_fraction(np.clip(_resample(binary.astype(float), image_size), 0, 1),
                                              sizes.settings.fraction)
         runs.results[kind], runs.designs[kind] = result, binary
-        runs.values[kind] = _fe_values(case, binary, hom)
+        runs.values[kind] = _fe_values(case, binary)
     runs.seconds = time.perf_counter() - t0
     return runs
 
@@ -190,7 +186,7 @@ def run_case(case: str, sizes: TOSizes, image_size: int, xai_design: np.ndarray 
 def limits(case: str, fraction: float = 0.395) -> dict[str, float]:
     """The analytic limits of a case's objective at ``fraction`` (labels' units; see
     :mod:`lib.fe.bounds` for which cell each holds for)."""
-    mat = MATERIAL_CASES[CASE_MATERIAL[case]]
+    mat = MATERIAL_CASES[CASES[case].material]
     if case == "case1":
         return {"isotropic (HS) upper E": isotropic_bounds(fraction, mat)["E"][1],
                 "any cell, one direction (Voigt)": directional_stiffness_ceiling(fraction, mat)}
@@ -208,13 +204,12 @@ def comparison_rows(xai: Mapping[str, Mapping[str, Any]], runs: Mapping[str, Cas
     for case, r in runs.items():
         x = xai[case]
         goal = x["case"].goal
-        worse = np.min if goal == "max" else np.max
-        db_score = worse(x["values"], axis=1)
+        db_score = weaker_direction(x["values"], goal)
         db_best = float(db_score.max() if goal == "max" else db_score.min())
         picks = best_designs(x["metrics"], 1)
         xai_score = float(x["metrics"]["score"][picks[0]]) if len(picks) else float("nan")
         start = r.best(goal)
-        to_score = float(worse(r.values[start]))
+        to_score = float(weaker_direction(r.values[start][None], goal)[0])
         share = (xai_score - db_best) / (to_score - db_best) if to_score != db_best else float("nan")
         rows.append({"case": case, "goal": goal, "database_best": db_best, "xai_best": xai_score,
                      "to_best": to_score, "to_start": start, "to_kept": r.kept(start),
@@ -243,12 +238,12 @@ def warm_start_rows(runs: Mapping[str, CaseRuns], goal_of: Mapping[str, str]) ->
     the final objective of the density and the binary design's FE score."""
     rows = []
     for case, r in runs.items():
-        worse = min if goal_of[case] == "max" else max
         for start, res in r.results.items():
             rows.append({"case": case, "start": start, "iterations": len(res.objective),
                          "to_within_1pct": res.iterations_to_within(0.01),
                          "final_density": float(res.objective[-1]),
-                         "fe_score": float(worse(r.values[start])), "kept": r.kept(start),
+                         "fe_score": float(weaker_direction(r.values[start][None], goal_of[case])[0]),
+                         "kept": r.kept(start),
                          "seconds": res.seconds})
     return rows
 

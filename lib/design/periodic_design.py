@@ -208,6 +208,19 @@ def design_from_region(img: np.ndarray, region: np.ndarray, fraction: float = 0.
     return steps["design"], {k: steps[k] for k in ("window", "region_pixels", "skeleton_pixels")}
 
 
+def weaker_direction(values_xy: np.ndarray, goal: str) -> np.ndarray:
+    """The score of each row of ``values_xy (n, 2)``: ``min(X, Y)`` for ``goal="max"``,
+    ``max(X, Y)`` for ``goal="min"``."""
+    v = np.asarray(values_xy, dtype=np.float64)
+    return v.min(axis=1) if goal == "max" else v.max(axis=1)
+
+
+def is_balanced(values_xy: np.ndarray, tolerance: float = 0.10) -> np.ndarray:
+    """``|X - Y| < tolerance * min(|X|, |Y|)`` per row of ``values_xy (n, 2)`` (SPEC B5)."""
+    v = np.asarray(values_xy, dtype=np.float64)
+    return np.abs(v[:, 0] - v[:, 1]) < tolerance * np.abs(v).min(axis=1)
+
+
 def design_metrics(values_xy: np.ndarray, database_xy: np.ndarray, goal: str,
                    tolerance: float = 0.10) -> dict[str, np.ndarray]:
     """Constraint and "beats every sample" for designs ``values_xy: (n, 2)`` (X, Y property).
@@ -228,12 +241,13 @@ def design_metrics(values_xy: np.ndarray, database_xy: np.ndarray, goal: str,
         raise ValueError(f"goal must be 'max' or 'min', got {goal!r}")
     if len(db) == 0:
         raise ValueError("database_xy is empty")
-    balanced = np.abs(v[:, 0] - v[:, 1]) < tolerance * np.abs(v).min(axis=1)
+    balanced = is_balanced(v, tolerance)
+    score, db_score = weaker_direction(v, goal), weaker_direction(db, goal)
     if goal == "max":
-        score, best = v.min(axis=1), db.min(axis=1).max()
+        best = db_score.max()
         margin = score / best - 1.0
     else:
-        score, best = v.max(axis=1), db.max(axis=1).min()
+        best = db_score.min()
         margin = 1.0 - score / best
     return {"balanced": balanced, "score": score, "beats_all": margin > 0.0,
             "margin": margin, "database_best": np.full(len(v), best)}
@@ -254,7 +268,7 @@ def moderate_samples(values_xy: np.ndarray, goal: str, n: int) -> np.ndarray:
         raise ValueError(f"values_xy must have shape (n, 2), got {v.shape}")
     if not 1 <= n <= len(v):
         raise ValueError(f"n must lie in [1, {len(v)}], got {n}")
-    score = v.min(axis=1) if goal == "max" else v.max(axis=1)
+    score = weaker_direction(v, goal)
     return np.argsort(np.abs(score - np.median(score)), kind="stable")[:n]
 
 

@@ -422,9 +422,14 @@ def _scale(name: str, hom: DensityHomogenizer) -> float:
     return 1.0
 
 
+def _filtered(x: np.ndarray, settings: TOSettings) -> np.ndarray:
+    """Design variables -> symmetrized, filtered densities (clipped: FFT roundoff)."""
+    return np.clip(density_filter(symmetrize(x), settings.radius), 0.0, 1.0)
+
+
 def physical_density(x: np.ndarray, settings: TOSettings, beta: float) -> np.ndarray:
     """Design variables -> the density the FE sees: symmetrize, filter, project."""
-    return project(np.clip(density_filter(symmetrize(x), settings.radius), 0.0, 1.0), beta)
+    return project(_filtered(x, settings), beta)
 
 
 def optimize(hom: DensityHomogenizer, case: str, x0: np.ndarray, settings: TOSettings = TOSettings(),
@@ -448,23 +453,26 @@ def optimize(hom: DensityHomogenizer, case: str, x0: np.ndarray, settings: TOSet
     state, t = None, None
     total = len(settings.betas) * settings.iterations_per_beta
     bar = tqdm(total=total, desc=f"SIMP {case}", disable=not progress, leave=False)
+    # variables (x, t): min -sign t  s.t.  sign (t - g_k) <= 0, fraction window
+    df0 = np.zeros(n + 1)
+    df0[n] = -sign
+    lo = np.concatenate([np.zeros(n), [-10.0]])
+    hi = np.concatenate([np.ones(n), [10.0]])
+    worse_of = min if goal == "max" else max
     for penalty, beta in settings.stages():
         hom.penalty = penalty
         for it in range(settings.iterations_per_beta):
-            xs = x.reshape(hom.size, hom.size)
-            filtered = np.clip(density_filter(symmetrize(xs), settings.radius), 0.0, 1.0)  # FFT roundoff
+            filtered = _filtered(x.reshape(hom.size, hom.size), settings)
             rho = project(filtered, beta)
             props = hom.evaluate(rho)
             chain = lambda g: symmetrize(density_filter(g * project_derivative(filtered, beta),  # noqa: E731
                                                         settings.radius)).ravel()
             g_vals = np.array([props.values[k] / s for k, s in zip(names, scales)])
             g_grad = [chain(props.gradients[k]) / s for k, s in zip(names, scales)]
-            worse = g_vals.min() if goal == "max" else g_vals.max()
             if t is None:
-                t = worse
+                t = worse_of(g_vals)
             frac = rho.mean()
             dfrac = chain(np.full(rho.shape, 1.0 / rho.size))
-            # variables (x, t): min -sign t  s.t.  sign (t - g_k) <= 0, fraction window
             fval = np.array([sign * (t - g_vals[0]), sign * (t - g_vals[1]),
                              frac / settings.fraction - 1 - settings.fraction_tol,
                              1 - settings.fraction_tol - frac / settings.fraction])
@@ -473,14 +481,10 @@ def optimize(hom: DensityHomogenizer, case: str, x0: np.ndarray, settings: TOSet
             dfdx[1, :n], dfdx[1, n] = -sign * g_grad[1], sign
             dfdx[2, :n] = dfrac / settings.fraction
             dfdx[3, :n] = -dfrac / settings.fraction
-            df0 = np.zeros(n + 1)
-            df0[n] = -sign
             z = np.concatenate([x, [t]])
-            lo = np.concatenate([np.zeros(n), [-10.0]])
-            hi = np.concatenate([np.ones(n), [10.0]])
             z, state = mma_step(z, df0, fval, dfdx, lo, hi, state, settings.move)
             x, t = z[:n], float(z[n])
-            history["objective"].append(float(worse * scales[int(np.argmin(g_vals) if goal == "max" else np.argmax(g_vals))]))
+            history["objective"].append(float(worse_of(props.values[k] for k in names)))
             history["fraction"].append(float(frac))
             history["beta"].append(float(beta))
             history["penalty"].append(float(penalty))
@@ -502,7 +506,7 @@ def binarize_at_fraction(density: np.ndarray, fraction: float) -> np.ndarray:
     fraction is closest to ``fraction`` (a square-symmetric density stays square-symmetric:
     equal values fall on the same side)."""
     d = np.round(check_density(density), 10)  # symmetric images agree only to roundoff
-    levels = np.unique(d)
-    fractions = np.array([(d >= v).mean() for v in levels])
+    levels = np.unique(d)  # sorted, so the share of pixels >= each level follows by searchsorted
+    fractions = 1.0 - np.searchsorted(np.sort(d.ravel()), levels, side="left") / d.size
     level = levels[int(np.argmin(np.abs(fractions - fraction)))]
     return (d >= level).astype(np.uint8)

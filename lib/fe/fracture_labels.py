@@ -399,8 +399,8 @@ def label_batch(fe_images: np.ndarray, criteria: FractureCriteria, stepping: Loa
 
 def _stack(samples: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
     """Per-sample dicts -> the stage's arrays (dtypes fixed here, so every chunk matches)."""
-    dtypes = {"void_map": np.float32, "load_drop_void_map": np.float32, "history_length": np.int32, "history_thinned": bool,
-              "converged": bool, "n_increments": np.int32, "n_newton": np.int32,
+    dtypes = {"void_map": np.float32, "load_drop_void_map": np.float32, "history_length": np.int32,
+              "history_thinned": bool, "converged": bool, "n_increments": np.int32, "n_newton": np.int32,
               "n_cuts": np.int32, "status": str}
     out = {}
     for key in samples[0]:

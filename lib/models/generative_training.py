@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from lib.models.pixelcnn import GatedPixelCNN, PixelCNNConfig, bits_per_code, check_codes
-from lib.models.training import augment_periodic, default_device
+from lib.models.training import augment_periodic, default_device, load_state, state_arrays
 from lib.models.vqvae import VQVAE, VQVAEConfig, check_images, codebook_usage
 
 __all__ = ["GenerativeRecipe", "RECIPES", "get_generative_recipe", "train_vqvae", "vqvae_stage",
@@ -135,18 +135,6 @@ def get_generative_recipe(profile: str, **overrides: Any) -> GenerativeRecipe:
 # --------------------------------------------------------------------------------------------
 # weights <-> stage arrays
 # --------------------------------------------------------------------------------------------
-def state_arrays(model: torch.nn.Module, prefix: str = "w.") -> dict[str, np.ndarray]:
-    """A model's ``state_dict`` as numpy arrays named ``prefix + parameter name``."""
-    return {prefix + k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
-
-
-def load_state(model: torch.nn.Module, arrays: Mapping[str, np.ndarray], prefix: str = "w.") -> None:
-    """Load :func:`state_arrays` output back into ``model`` (exact)."""
-    state = {k[len(prefix):]: torch.from_numpy(np.asarray(v)) for k, v in arrays.items()
-             if k.startswith(prefix)}
-    model.load_state_dict(state)
-
-
 # --------------------------------------------------------------------------------------------
 # VQ-VAE
 # --------------------------------------------------------------------------------------------

@@ -59,6 +59,8 @@ __all__ = [
     "format_accuracy_table",
     "TrainedProperty",
     "property_regressor",
+    "state_arrays",
+    "load_state",
 ]
 
 TRAINING_VERSION = 1
@@ -490,6 +492,34 @@ def train_regressor(images: np.ndarray, targets: np.ndarray, train_idx: np.ndarr
 
 
 # --------------------------------------------------------------------------------------------
+# weights <-> stage arrays
+# --------------------------------------------------------------------------------------------
+def state_arrays(model: nn.Module, prefix: str = "w.") -> dict[str, np.ndarray]:
+    """A model's ``state_dict`` as numpy arrays named ``prefix + parameter name``."""
+    return {prefix + k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+
+
+def load_state(model: nn.Module, arrays: Mapping[str, np.ndarray], prefix: str = "w.") -> None:
+    """Load :func:`state_arrays` output back into ``model`` (exact)."""
+    state = {k[len(prefix):]: torch.from_numpy(np.asarray(v)) for k, v in arrays.items()
+             if k.startswith(prefix)}
+    model.load_state_dict(state)
+
+
+def _stored_regressor(arrays: Mapping[str, np.ndarray], prefix: str, n_outputs: int,
+                      recipe: Recipe, device: torch.device | str | None) -> nn.Module:
+    """A regressor of ``recipe``'s architecture with the weights stored under ``prefix``, in
+    eval mode on ``device`` (channels-last on the CPU for zero padding, as trained)."""
+    device = torch.device(device) if device is not None else default_device()
+    model = build_regressor(n_outputs, recipe.stem, periodic=recipe.periodic)
+    load_state(model, arrays, prefix)
+    model.to(device).eval()
+    if device.type == "cpu" and not recipe.periodic:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+# --------------------------------------------------------------------------------------------
 # trained cases as cached stages
 # --------------------------------------------------------------------------------------------
 @dataclass
@@ -655,8 +685,7 @@ def trained_case(profile: str, case: PropertyCase | str, database_path: Path | s
         for part, idx in result.split.items():
             arrays[f"split_{part}"] = idx
         for m, model in enumerate(result.models):
-            for name, value in model.state_dict().items():
-                arrays[f"m{m}.{name}"] = value.detach().cpu().numpy()
+            arrays |= state_arrays(model, f"m{m}.")
         return arrays
 
     path = cached_stage(profile, stage_name or f"regressor_{case.name}", params, compute,
@@ -681,19 +710,9 @@ def load_trained_case(path: Path | str, recipe: Recipe | None = None,
         recipe = Recipe(gradram_layer="layer4",
                         **{k: v for k, v in params.items() if k in fields})
     data = load_stage(path)
-    device = torch.device(device) if device is not None else default_device()
     groups = _model_groups(recipe)
-    models = []
-    for m, outs in enumerate(groups):
-        model = build_regressor(len(outs), recipe.stem, periodic=recipe.periodic)
-        prefix = f"m{m}."
-        state = {k[len(prefix):]: torch.from_numpy(np.asarray(v)) for k, v in data.items()
-                 if k.startswith(prefix)}
-        model.load_state_dict(state)
-        model.to(device).eval()
-        if device.type == "cpu" and not recipe.periodic:
-            model = model.to(memory_format=torch.channels_last)
-        models.append(model)
+    models = [_stored_regressor(data, f"m{m}.", len(outs), recipe, device)
+              for m, outs in enumerate(groups)]
     split = {part: data[f"split_{part}"] for part in ("train", "val", "test")}
     return TrainedCase(case, recipe, models, groups,
                        MinMaxScaler(data["scaler_lo"], data["scaler_hi"]), split,
@@ -795,9 +814,7 @@ def property_regressor(profile: str, name: str, images: np.ndarray, targets: np.
         arrays = {"scaler_lo": scaler.lo, "scaler_hi": scaler.hi,
                   "train_seconds": np.array(fresh["result"].train_seconds),
                   "history_json": np.array(json.dumps(hist))}
-        for key, value in model.state_dict().items():
-            arrays[f"m0.{key}"] = value.detach().cpu().numpy()
-        return arrays
+        return arrays | state_arrays(model, "m0.")
 
     path = cached_stage(profile, name, params, compute, upstream=list(upstream),
                         attrs={"stem": recipe.stem})
@@ -805,11 +822,7 @@ def property_regressor(profile: str, name: str, images: np.ndarray, targets: np.
         fresh["result"].path = path
         return fresh["result"]
     data = load_stage(path)
-    dev = torch.device(device) if device is not None else default_device()
-    model = build_regressor(1, recipe.stem, periodic=recipe.periodic)
-    model.load_state_dict({k[3:]: torch.from_numpy(np.asarray(v)) for k, v in data.items()
-                           if k.startswith("m0.")})
-    model.to(dev).eval()
+    model = _stored_regressor(data, "m0.", 1, recipe, device)
     return TrainedProperty(model, MinMaxScaler(data["scaler_lo"], data["scaler_hi"]), parts,
                            json.loads(str(data["history_json"])), float(data["train_seconds"]),
                            Path(path))
