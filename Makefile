@@ -2,11 +2,12 @@
 #   make study              run every notebook, default profile (PROFILE=smoke|default|paper)
 #   make smoke              the same with PROFILE=smoke (minutes)
 #   make test               the test suite
-#   make lab                JupyterLab on the notebooks
+#   make lab                JupyterLab on the notebooks (LAB_ARGS="--ip=0.0.0.0 --port=8888")
 # Extra run_all.py options: make study ARGS="--only 03 -p n_jobs=1"
 
 PROFILE ?= default
 ARGS ?=
+LAB_ARGS ?=
 PYTEST_ARGS ?=
 SHELL := /bin/bash
 
@@ -28,5 +29,8 @@ smoke:
 test:
 	@$(ENV); "$$venv/bin/python" -m pytest -q tests $(PYTEST_ARGS)
 
+# as root (containers) JupyterLab refuses to start unless told --allow-root
 lab:
-	@$(ENV); PYTHONPATH="$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH}" "$$venv/bin/python" -m jupyter lab notebooks
+	@$(ENV); root=""; [[ "$$(id -u)" == 0 ]] && root="--allow-root"; \
+	PYTHONPATH="$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH}" PATH="$$venv/bin:$$PATH" \
+	"$$venv/bin/python" -m jupyter lab $$root $(LAB_ARGS) notebooks

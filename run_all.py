@@ -5,11 +5,15 @@
     python run_all.py --only 03 -p n_jobs=1      # one notebook, one parameter overridden
     python run_all.py --from 05 --profile paper  # resume a long run at notebook 05
     python run_all.py --list                     # what would run
+    python run_all.py --plan --profile paper     # the work and estimated time of each stage
+    python run_all.py --scheduler tcp://10.0.0.5:8786   # FE labelling on a Dask cluster
 
 Each ``notebooks/NN_*.ipynb`` gets ``profile`` and the ``-p key=value`` overrides injected
 into its ``parameters`` cell and is written, executed, to ``results/<profile>/notebooks/``.
 Figures land in ``results/<profile>/figures/`` (the notebooks save them) and stage caches in
-``data/<profile>/``. A failing notebook stops the run with its own error and exit status 1.
+``data/<profile>/``. A failing notebook stops the run with its own error and exit status 1;
+an interrupted one (Ctrl-C) with exit status 130: every finished stage and chunk is kept, so
+the same command resumes.
 """
 from __future__ import annotations
 
@@ -114,6 +118,26 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def notebook_parameters(notebooks: Sequence[Path]) -> dict[str, set[str]]:
+    """``{stem: names in its parameters cell}`` (papermill's own parser)."""
+    from papermill.inspection import inspect_notebook
+
+    return {nb.stem: set(inspect_notebook(str(nb))) for nb in notebooks}
+
+
+def check_overrides(overrides: dict[str, Any], known: dict[str, set[str]]) -> None:
+    """ValueError naming every ``-p`` key that no selected notebook declares.
+
+    A key needs to be a parameter of one selected notebook (``n_jobs`` is not in all of them);
+    papermill itself would only print "Passed unknown parameter" and run on.
+    """
+    everywhere = set().union(*known.values()) if known else set()
+    unknown = sorted(set(overrides) - everywhere)
+    if unknown:
+        raise ValueError(f"-p {', '.join(unknown)}: not a parameter of the selected notebook(s) "
+                         f"{', '.join(known)}; their parameters: {', '.join(sorted(everywhere))}")
+
+
 def _use_this_interpreter_kernel() -> None:
     """Make papermill's ``python3`` kernel run on this interpreter (the venv), or fail clearly.
 
@@ -196,6 +220,22 @@ def _print_failure(stem: str, err: BaseException, output: Path) -> None:
     print(f"  partial output: {output}", file=sys.stderr)
 
 
+def _report_interrupt(stem: str, results: Sequence[NotebookResult],
+                      argv: Sequence[str] | None) -> None:
+    """Say what an interrupted run kept and how to resume it (instead of a raw traceback)."""
+    import asyncio
+    import logging
+
+    # the kernel's pending asyncio tasks would print "Task exception was never retrieved"
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    asyncio.get_event_loop_policy().get_event_loop().set_exception_handler(lambda *_: None)
+    sys.stdout.flush()
+    again = " ".join(["python", "run_all.py", *(sys.argv[1:] if argv is None else argv)])
+    print(f"\ninterrupted during {stem}: every stage and chunk finished so far is kept on disk; "
+          f"rerun the same command to resume:\n  {again}", file=sys.stderr)
+    print(format_summary(results), flush=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Command-line interface of run_all.py."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
@@ -218,6 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="folder of the NN_*.ipynb notebooks (default: notebooks/)")
     ap.add_argument("--log-output", action="store_true",
                     help="echo the notebooks' cell output to this terminal")
+    ap.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                    help="run the FE labelling stages on this Dask scheduler's workers "
+                         "(sets STUDY_DASK_SCHEDULER; checked before anything runs)")
+    ap.add_argument("--plan", action="store_true",
+                    help="print each stage's work and estimated time for the profile, then stop")
     return ap
 
 
@@ -239,6 +284,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not notebooks:
         print(f"run_all.py: no NN_*.ipynb notebooks in {args.notebooks_dir}", file=sys.stderr)
         return 1
+    if args.plan:
+        from lib.cost_plan import format_plan
+
+        print(format_plan(args.profile, notebooks=[nb.stem for nb in notebooks]))
+        return 0
+    try:
+        check_overrides(overrides, notebook_parameters(notebooks))
+    except ValueError as err:
+        print(f"run_all.py: error: {err}", file=sys.stderr)
+        return 2
+    if args.scheduler is not None or os.environ.get("STUDY_DASK_SCHEDULER"):
+        from lib import cluster
+
+        address = args.scheduler or os.environ["STUDY_DASK_SCHEDULER"]
+        try:
+            client = cluster.connect(cluster.check_address(address))
+        except (ValueError, ConnectionError) as err:
+            print(f"run_all.py: error: {err}", file=sys.stderr)
+            return 2
+        with client:
+            info = cluster.cluster_summary(client)
+        os.environ[cluster.SCHEDULER_ENV] = address.strip()
+        print(f"FE labelling on the Dask cluster at {address.strip()}: {info['workers']} "
+              f"worker(s), {info['threads']} thread(s)")
 
     if args.results_dir is not None:
         os.environ["STUDY_RESULTS_DIR"] = str(args.results_dir)
@@ -279,6 +348,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 kernel_name=KERNEL_NAME, progress_bar=True,
                                 log_output=args.log_output, cwd=str(nb.parent))
             status = "ok"
+        except KeyboardInterrupt:
+            results.append(NotebookResult(nb.stem, time.perf_counter() - t0,
+                                          *_stage_counts(log_path, offset, nb.stem),
+                                          "interrupted", output))
+            _report_interrupt(nb.stem, results, argv)
+            return 130
         except Exception as err:  # the notebook's error, reported below, stops the run
             status = "FAILED"
             failure = err

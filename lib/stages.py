@@ -41,6 +41,7 @@ import secrets
 import shutil
 import socket
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path, PurePath
@@ -58,6 +59,7 @@ __all__ = [
     "stage_path",
     "cached_stage",
     "chunked_stage",
+    "StageCacheWarning",
     "load_stage",
     "stage_attrs",
     "read_key",
@@ -351,15 +353,31 @@ def _stage_attrs_dict(name: str, key: str, params: Mapping[str, Any],
             "upstream_json": _canonical_json(sorted(upstream))}
 
 
+class StageCacheWarning(UserWarning):
+    """A cached stage file exists but cannot be used (truncated, unreadable, another key)."""
+
+
 def _is_complete(path: Path, key: str) -> bool:
-    """Whether ``path`` is a readable stage file with key ``key``."""
+    """Whether ``path`` is a readable stage file with key ``key``.
+
+    A file that exists but cannot be used is reported with a :class:`StageCacheWarning`
+    (it is then recomputed and replaced), never skipped silently.
+    """
     if not path.is_file():
         return False
     try:
         with h5py.File(path, "r") as h5:
-            return _attr_value(h5.attrs.get("key")) == key
-    except OSError:
+            stored = _attr_value(h5.attrs.get("key"))
+    except OSError as err:
+        warnings.warn(f"stage file {path} is unreadable ({err.__class__.__name__}: "
+                      f"{str(err).splitlines()[0][:120]}; truncated by a crash or a full disk?): "
+                      f"recomputing it", StageCacheWarning, stacklevel=3)
         return False
+    if stored != key:
+        warnings.warn(f"stage file {path} holds key {stored!r}, not {key!r} (written by hand or "
+                      f"half-written?): recomputing it", StageCacheWarning, stacklevel=3)
+        return False
+    return True
 
 
 def _attr_value(value: Any) -> Any:

@@ -1,6 +1,8 @@
 """Shared test setup: repository root on sys.path, headless matplotlib, throwaway study folders."""
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -28,3 +30,27 @@ def tmp_study_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str,
     monkeypatch.setenv("STUDY_RESULTS_DIR", str(dirs["results"]))
     monkeypatch.delenv("STUDY_NOTEBOOK", raising=False)
     return dirs
+
+
+#: generous: the smoke profile's target is 5 minutes on 2 cores
+SMOKE_TIMEOUT_S = 30 * 60
+
+
+@pytest.fixture(scope="session")
+def smoke_study(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The whole study run once per test session under the smoke profile, in throwaway folders.
+
+    Returns ``{"proc": CompletedProcess, "results": Path, "data": Path}`` (``results`` and
+    ``data`` are the roots given to ``run_all.py --results-dir / --data-dir``). Shared by the
+    smoke test (its outputs) and the browser test (notebook 04's cached stages).
+    """
+    root = tmp_path_factory.mktemp("smoke_study")
+    results, data = root / "results", root / "data"
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    env.pop("STUDY_DASK_SCHEDULER", None)
+    proc = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "run_all.py"), "--profile", "smoke",
+         "--notebooks-dir", str(REPO_ROOT / "notebooks"), "--results-dir", str(results),
+         "--data-dir", str(data)],
+        capture_output=True, text=True, timeout=SMOKE_TIMEOUT_S, env=env, cwd=REPO_ROOT)
+    return {"proc": proc, "results": results, "data": data}

@@ -61,6 +61,20 @@ def test_other_sizes(category):
     assert abs(img.mean() - params["martensite_fraction_target"]) <= FRACTION_TOLERANCE
 
 
+@pytest.mark.parametrize("category", ["rectangle", "ellipse", "random"])
+def test_tiny_fraction_stays_near_its_range_or_fails(category):
+    """A fraction range of (0.001, 0.002) gives a fraction within 25 % of its target, or an error
+    (before the relative tolerance a rectangle came out at 0.0026)."""
+    for seed in range(6):
+        try:
+            img, params = generate_dual_phase(category, seed, 128, (0.001, 0.002))
+        except ValueError as err:
+            assert "could not reach martensite fraction" in str(err)
+            continue
+        target = params["martensite_fraction_target"]
+        assert abs(img.mean() - target) <= 0.25 * target + 1e-12
+
+
 @pytest.mark.parametrize("category", DUAL_PHASE_CATEGORIES)
 def test_fraction_achieved_and_recorded(samples, category):
     for img, params in samples[category]:

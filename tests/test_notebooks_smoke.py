@@ -7,9 +7,6 @@ does not exist yet is skipped; once its lists are filled, a missing notebook fai
 """
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import h5py
@@ -61,10 +58,6 @@ EXPECTED_OUTPUTS: dict[str, dict[str, list[str]]] = {
         "stages": ["stochastic_db", "homogenization_labels"]},
 }
 
-#: generous: the smoke profile's target is 5 minutes on 2 cores
-SMOKE_TIMEOUT_S = 30 * 60
-
-
 def _has_dataset_with_data(path: Path) -> bool:
     """Whether the HDF5 file holds at least one dataset with at least one element."""
     with h5py.File(path, "r") as h5:
@@ -73,13 +66,8 @@ def _has_dataset_with_data(path: Path) -> bool:
 
 @pytest.mark.skipif(not any(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")),
                     reason="notebooks/ has no NN_*.ipynb notebooks yet")
-def test_smoke_profile_produces_expected_outputs(tmp_path: Path) -> None:
-    results, data = tmp_path / "results", tmp_path / "data"
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    proc = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "run_all.py"), "--profile", "smoke",
-         "--notebooks-dir", str(NOTEBOOKS), "--results-dir", str(results), "--data-dir", str(data)],
-        capture_output=True, text=True, timeout=SMOKE_TIMEOUT_S, env=env, cwd=REPO_ROOT)
+def test_smoke_profile_produces_expected_outputs(smoke_study: dict) -> None:
+    proc, results, data = smoke_study["proc"], smoke_study["results"], smoke_study["data"]
     assert proc.returncode == 0, f"run_all failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
 
     problems = [f"{nb.stem}: not listed in EXPECTED_OUTPUTS" for nb in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")

@@ -204,6 +204,8 @@ def test_trained_case_is_cached(tmp_study_dirs) -> None:
     assert again.recipe.stem == recipe.stem and again.case.name == "case1"
     files = sorted((tmp_study_dirs["data"] / "smoke").glob("regressor_case1-*.h5"))
     assert len(files) == 1
+    with pytest.raises(ValueError, match="not a regressor stage of a Part B case.*homogenization_labels"):
+        load_trained_case(lb)
 
 
 def test_no_validation_part_keeps_the_last_epoch() -> None:

@@ -13,7 +13,8 @@ import pytest
 
 import lib.stages as stages
 from lib.stages import (cached_stage, chunked_stage, load_stage, read_key, read_stage_log,
-                        stage_attrs, stage_key, stage_log_path, stage_path)
+                        StageCacheWarning, stage_attrs, stage_key, stage_log_path,
+                        stage_path)
 
 
 # ------------------------------------------------------------------------------ keys
@@ -161,8 +162,20 @@ def test_corrupt_final_file_is_recomputed(tmp_study_dirs) -> None:
     final = stage_path("smoke", "demo", stage_key("demo", {"n": 1}))
     final.write_bytes(b"not an hdf5 file")
     compute = _counting({"x": np.arange(3.0)})
-    cached_stage("smoke", "demo", {"n": 1}, compute)
+    with pytest.warns(StageCacheWarning, match="unreadable.*recomputing"):
+        cached_stage("smoke", "demo", {"n": 1}, compute)
     assert compute.calls == 1 and load_stage(final)["x"].sum() == 3.0
+
+
+def test_truncated_final_file_is_reported_and_recomputed(tmp_study_dirs) -> None:
+    """A stage file cut short (a crash during a copy, a full disk) is named, then redone."""
+    first = cached_stage("smoke", "demo", {"n": 2}, lambda: {"x": np.arange(1000.0)})
+    data = first.read_bytes()
+    first.write_bytes(data[: len(data) // 2])
+    compute = _counting({"x": np.arange(1000.0)})
+    with pytest.warns(StageCacheWarning, match=f"{first.name}.*recomputing"):
+        again = cached_stage("smoke", "demo", {"n": 2}, compute)
+    assert again == first and compute.calls == 1 and load_stage(again)["x"].sum() == 499500.0
 
 
 @pytest.mark.parametrize("result, message", [

@@ -439,7 +439,7 @@ def optimize(hom: DensityHomogenizer, case: str, x0: np.ndarray, settings: TOSet
     projection, the filter and the symmetry)."""
     import time
 
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # text bars: they read right in a saved notebook too
 
     if case not in OBJECTIVES:
         raise ValueError(f"unknown case {case!r}: choose one of {sorted(OBJECTIVES)}")

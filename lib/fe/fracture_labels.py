@@ -67,6 +67,7 @@ from threadpoolctl import threadpool_limits
 from lib.fe.gtn_material import FERRITE, MARTENSITE, GTNParameters
 from lib.fe.gtn_rve import GTNRVE, FractureCriteria, LoadStepping, RVEResult, first_crossing
 from lib.fe.pixel_mesh import check_binary_image
+from lib import cluster
 from lib.profiles import Profile, get_profile
 from lib.stages import chunked_stage, load_stage, read_key
 
@@ -433,14 +434,12 @@ def label_structures(images: Any, grid: int, criteria: FractureCriteria = Fractu
         raise ValueError("phases must be two GTNParameters: (ferrite, martensite)")
     if isinstance(max_len, bool) or not isinstance(max_len, (int, np.integer)) or max_len < 16:
         raise ValueError(f"max_len must be an integer >= 16, got {max_len!r}")
-    address = scheduler_address or os.environ.get("STUDY_DASK_SCHEDULER")
+    address = cluster.scheduler_address(scheduler_address)
     n_workers = (os.cpu_count() or 1) if n_jobs == -1 else max(1, int(n_jobs))
     args = (criteria, stepping, phases, int(max_len), threads_per_worker, bool(load_drop_map))
     if address:
-        from lib.fe.labeling import _dask_backend  # one Dask entry point for both label stages
-
         bounds = range(0, len(fe_images), DASK_BATCH)
-        with _dask_backend(address):
+        with cluster.dask_backend(address):
             parts = Parallel(n_jobs=-1)(delayed(label_batch)(fe_images[a:a + DASK_BATCH], *args)
                                         for a in bounds)
         samples = [s for part in parts for s in part]

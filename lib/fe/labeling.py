@@ -6,19 +6,19 @@ PARDISO analysis) for every later batch. Workers run with ``threads_per_worker``
 threads (default 1: on a 2-core machine two single-threaded workers beat one two-threaded
 worker, see ``BENCHMARKS.md``). Locally the workers are joblib's loky processes; given a Dask
 scheduler address (or ``STUDY_DASK_SCHEDULER``), the same batches go to a Dask cluster through
-joblib's ``dask`` backend. Results are checkpointed chunk by chunk by :func:`chunked_stage`.
+joblib's ``dask`` backend (:mod:`lib.cluster`). Results are checkpointed chunk by chunk by :func:`chunked_stage`.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from joblib import Parallel, delayed, parallel_config
+from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
 
+from lib import cluster
 from lib.fe.homogenization import (
     ENGINEERING_CONSTANTS_DEFINITION,
     MATERIAL_CASES,
@@ -77,19 +77,6 @@ def homogenize_batch(images: np.ndarray, case_names: Sequence[str] = tuple(MATER
     return out
 
 
-def _dask_backend(scheduler_address: str | None) -> contextlib.AbstractContextManager:
-    """joblib's dask backend on the given scheduler, or a no-op context for local workers."""
-    if not scheduler_address:
-        return contextlib.nullcontext()
-    from dask.distributed import Client  # imported only when a cluster is used
-
-    client = Client(scheduler_address)
-    stack = contextlib.ExitStack()
-    stack.enter_context(client)
-    stack.enter_context(parallel_config(backend="dask"))
-    return stack
-
-
 def label_images(images: np.ndarray, case_names: Sequence[str] = tuple(MATERIAL_CASES),
                  n_jobs: int = -1, threads_per_worker: int = 1,
                  scheduler_address: str | None = None) -> dict[str, np.ndarray]:
@@ -99,7 +86,7 @@ def label_images(images: np.ndarray, case_names: Sequence[str] = tuple(MATERIAL_
     computes which sample.
     """
     images = np.asarray(images)
-    address = scheduler_address or os.environ.get("STUDY_DASK_SCHEDULER")
+    address = cluster.scheduler_address(scheduler_address)
     n_workers = (os.cpu_count() or 1) if n_jobs == -1 else max(1, int(n_jobs))
     if address:  # many small batches, so the cluster's scheduler can balance them
         n_batches = max(1, -(-len(images) // DASK_BATCH))
@@ -108,7 +95,7 @@ def label_images(images: np.ndarray, case_names: Sequence[str] = tuple(MATERIAL_
         if n_batches <= 1:
             return homogenize_batch(images, case_names, threads_per_worker)
     bounds = np.linspace(0, len(images), n_batches + 1).astype(int)
-    with _dask_backend(address):
+    with cluster.dask_backend(address):
         parts = Parallel(n_jobs=-1 if address else n_workers)(
             delayed(homogenize_batch)(images[a:b], tuple(case_names), threads_per_worker)
             for a, b in zip(bounds[:-1], bounds[1:]) if b > a

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: they read right in a saved notebook too
 
 from lib.models.pixelcnn import GatedPixelCNN, PixelCNNConfig, bits_per_code, check_codes
 from lib.models.training import augment_periodic, default_device, load_state, state_arrays
@@ -182,7 +182,7 @@ def train_vqvae(train_images: np.ndarray, val_images: np.ndarray, recipe: Genera
     run_loss, run_acc, run_n = 0.0, 0.0, 0
     t0 = time.perf_counter()
     bar = tqdm(range(1, recipe.vqvae_steps + 1), desc="VQ-VAE", unit="step",
-               disable=not progress, leave=False)
+               disable=not progress, leave=False, mininterval=2.0)
     for step in bar:
         model.train()
         idx = torch.randint(0, len(x_all), (recipe.vqvae_batch,), generator=gen)
@@ -338,7 +338,8 @@ def train_pixelcnn(codes: np.ndarray, cond: np.ndarray | None, train_idx: np.nda
     batch = min(recipe.pixelcnn_batch, len(train_idx))
     t0 = time.perf_counter()
     total, count = 0.0, 0
-    bar = tqdm(range(1, steps + 1), desc=desc, unit="step", disable=not progress, leave=False)
+    bar = tqdm(range(1, steps + 1), desc=desc, unit="step", disable=not progress, leave=False,
+               mininterval=2.0)
     for step in bar:
         model.train()
         idx = train_idx[torch.randint(0, len(train_idx), (batch,), generator=gen)]

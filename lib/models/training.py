@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: they read right in a saved notebook too
 
 from lib.models.regressor import GRADRAM_LAYERS, STEMS, build_regressor, images_to_tensor
 
@@ -703,7 +703,11 @@ def load_trained_case(path: Path | str, recipe: Recipe | None = None,
     from lib.stages import load_stage, stage_attrs
 
     attrs = stage_attrs(path)
-    params = attrs["params"]
+    params = attrs.get("params") or {}
+    if "case" not in params or params["case"] not in CASES:
+        raise ValueError(f"{path} is not a regressor stage of a Part B case (stage "
+                         f"{attrs.get('stage')!r}; expected regressor_<case> written by "
+                         f"train_case, with a 'case' among {sorted(CASES)} in its params)")
     case = CASES[params["case"]]
     if recipe is None:
         fields = {f.name for f in dataclasses.fields(Recipe)}
