@@ -37,6 +37,9 @@ from lib.profiles import PROFILE_NAMES  # noqa: E402
 
 NOTEBOOK_RE = re.compile(r"^(\d{2})_\w[\w\-]*\.ipynb$")
 KERNEL_NAME = "python3"
+#: the kernel's own log: only critical lines (its TCP warning at every start and the socket
+#: errors of a kernel stopped by Ctrl-C are noise; a cell's error reaches us as a message)
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=CRITICAL"]
 _ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 TRACEBACK_TAIL_LINES = 15
 
@@ -346,7 +349,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             pm.execute_notebook(str(nb), str(output), parameters=parameters,
                                 kernel_name=KERNEL_NAME, progress_bar=True,
-                                log_output=args.log_output, cwd=str(nb.parent))
+                                log_output=args.log_output, cwd=str(nb.parent),
+                                extra_arguments=KERNEL_ARGUMENTS)
             status = "ok"
         except KeyboardInterrupt:
             results.append(NotebookResult(nb.stem, time.perf_counter() - t0,

@@ -20,9 +20,11 @@ measurement); ResNet stems and Grad-RAM use the per-stem ratios measured by benc
 """
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from lib.profiles import Profile, get_profile
@@ -133,8 +135,10 @@ class Measured:
 MEASURED_DEFAULT_MINUTES: dict[str, Measured] = {
     **{nb: Measured(m, f"{R} 'Results': make study on a clean clone, notebooks 01, 02, 03, 06, 08: "
                        "0.4 + 11.3 + 5.0 + 30.6 + 6.2 min")
-       for nb, m in zip(NOTEBOOKS[:3] + NOTEBOOKS[5:6] + NOTEBOOKS[7:8], (0.4, 11.3, 5.0, 30.6, 6.2))},
-    f"{NOTEBOOKS[3]}+{NOTEBOOKS[4]}": Measured(53.0, f"{R}/{B}: notebooks 04 + 05 \"≈ 32 + 21 = 53 min\" cold"),
+       for nb, m in zip(NOTEBOOKS[:3] + NOTEBOOKS[5:6] + NOTEBOOKS[7:8],
+                        (0.4, 11.3, 5.0, 30.6, 6.2))},
+    f"{NOTEBOOKS[3]}+{NOTEBOOKS[4]}": Measured(
+        53.0, f"{R}/{B}: notebooks 04 + 05 \"≈ 32 + 21 = 53 min\" cold"),
     NOTEBOOKS[6]: Measured(24.4, f"{B}: notebook 07 \"1,461 s (24.4 min) wall\" cold"),
 }
 
@@ -159,6 +163,8 @@ def gtn_grid_factor(grid: int) -> float:
     >>> round(gtn_grid_factor(32), 3), round(gtn_grid_factor(64), 1)
     (1.0, 12.1)
     """
+    if isinstance(grid, bool) or not isinstance(grid, int) or grid < 1:
+        raise ValueError(f"grid must be a positive integer, got {grid!r}")
     pts = [(math.log(g), math.log(UNIT_COSTS[f"gtn_rve_{g}"].value)) for g in (32, 64, 128)]
     x = math.log(grid)
     (x0, c0), (x1, c1) = pts[:2] if x <= pts[1][0] else pts[1:]
@@ -175,7 +181,8 @@ def _n_train(n: int, test: float, val: float) -> int:
 
 
 def _stem(stem: str, periodic: bool = True) -> float:
-    return (1.0 if stem == "standard" else _cost(f"stem_{stem}")) * (1.0 if periodic else _cost("zero_padding"))
+    factor = 1.0 if stem == "standard" else _cost(f"stem_{stem}")
+    return factor * (1.0 if periodic else _cost("zero_padding"))
 
 
 def estimate_profile(profile: Profile | str, n_cores: int | None = None,
@@ -190,12 +197,12 @@ def estimate_profile(profile: Profile | str, n_cores: int | None = None,
         raise ValueError(f"n_cores must be a positive integer, got {n_cores!r}")
     if gpu:
         warnings.warn("no GPU cost is measured in BENCHMARKS.md: the plan is CPU-only", stacklevel=2)
-    from lib import generation as gen
+    from lib import generation as gen  # the notebooks' size tables (heavy imports: torch, SfePy)
     from lib.fe.void_maps import void_map_grid
     from lib.models.generative_training import get_generative_recipe
     from lib.models.training import CASES, STEM_STUDY, get_recipe
     from lib.sensitivity_study import get_sensitivity_sizes
-    from lib.topology_study import START_KINDS, get_to_sizes
+    from lib.topology_study import START_KINDS, get_to_sizes, xai_results
 
     workers = n_cores if prof.n_jobs < 1 else min(prof.n_jobs, n_cores)
     out: list[StageEstimate] = []
@@ -207,15 +214,16 @@ def estimate_profile(profile: Profile | str, n_cores: int | None = None,
     g, gg = prof.fe_grid, f"{prof.fe_grid}x{prof.fe_grid}"
     gtn = gtn_grid_factor(g)
     # 01: databases (the dual-phase generator is not timed: "a few seconds" for 800, README)
-    add(1, "stochastic_database", f"{prof.n_stochastic} Part B samples", prof.n_stochastic * _cost("stochastic_sample"))
+    add(1, "stochastic_database", f"{prof.n_stochastic} Part B samples",
+        prof.n_stochastic * _cost("stochastic_sample"))
     # 02: GTN labels
     add(2, "fracture_labels", f"{prof.n_dual_phase} GTN RVEs at {gg}",
         prof.n_dual_phase * _cost("gtn_rve_32") * gtn, prof.n_dual_phase)
-    add(2, "analysis", "criteria, figures (proxy: notebook 08 cached)", _cost("overhead_08"))
+    add(2, "analysis", "criteria, figures (proxy: 08 cached)", _cost("overhead_08"))
     # 03: homogenization labels, 2 material cases per sample
     add(3, "homogenization_labels", f"{prof.n_stochastic} samples x 2 material cases at 128x128",
         prof.n_stochastic * 2 * _cost("homogenization"), prof.n_stochastic)
-    add(3, "analysis", "label checks, figures (proxy: notebook 08 cached)", _cost("overhead_08"))
+    add(3, "analysis", "checks, figures (proxy: 08 cached)", _cost("overhead_08"))
     # 04: extra labels, VQ-VAE, 9 PixelCNNs, sampling
     rec, ref = get_generative_recipe(prof.name), get_generative_recipe("default")
     pix = (rec.pixelcnn_width / ref.pixelcnn_width) ** 2 * rec.pixelcnn_layers / ref.pixelcnn_layers
@@ -254,7 +262,7 @@ def estimate_profile(profile: Profile | str, n_cores: int | None = None,
     n_st = _n_train(st["n_samples"], rr.test_fraction, rr.val_fraction)
     add(6, "stem_study", f"{len(st['variants'])} variants, {st['epochs']} epochs of {n_st}",
         sum(st["epochs"] * n_st * img_s * _stem(s, p) for s, p in st["variants"]))
-    add(6, "gradram_analysis", "Grad-RAM, sanity checks, figures (cached rerun at default)", _cost("overhead_06"))
+    add(6, "gradram_analysis", "Grad-RAM, sanity checks, figures (cached)", _cost("overhead_06"))
     # 07: void maps, regressor, second PixelCNN
     ss = get_sensitivity_sizes(prof)
     n_ref, vg = 4 * ss.n_per_category, void_map_grid(prof)
@@ -264,22 +272,24 @@ def estimate_profile(profile: Profile | str, n_cores: int | None = None,
     add(7, "regressor_fracture_strain", f"ResNet-18 ({rr.stem}), {rr.epochs['case1']} epochs of {n_fs}",
         rr.epochs["case1"] * n_fs * _cost("resnet_fs_image_epoch") * _stem(rr.stem))
     add(7, "pixelcnn_fs_all_seed7", f"{steps['All']} steps of {rec.pixelcnn_batch}", steps["All"] * step_s)
-    add(7, "analysis", "Δ, Grad-RAM, scores, figures (cached rerun at default)", _cost("overhead_07"))
+    add(7, "analysis", "Δ, Grad-RAM, scores, figures (cached)", _cost("overhead_07"))
     # 08: designs per case: Grad-RAM (serial) and FE (parallel)
-    n_out = max(1, math.ceil(0.1 * prof.n_stochastic))
-    n_src = n_out + min(40, n_out)
-    n_des = len(CASES) * n_src * 3
-    add(8, "designs_gradram", f"{len(CASES)} x {n_src} sources x 2 maps x {rr.gradram_shift_average ** 2} shifts",
-        len(CASES) * n_src * 2 * rr.gradram_shift_average ** 2 * _cost(f"gradram_{rr.stem}"))
+    nb08 = {k: v.default for k, v in inspect.signature(xai_results).parameters.items()}  # = 08's
+    n_out = max(1, math.ceil(nb08["outlier_fraction"] * prof.n_stochastic))
+    n_src = n_out + min(nb08["n_moderate"], n_out)
+    n_des = len(CASES) * n_src * len(nb08["thresholds"])
+    shifts = rr.gradram_shift_average ** 2
+    add(8, "designs_gradram", f"{len(CASES)} x {n_src} sources x 2 maps x {shifts} shifts",
+        len(CASES) * n_src * 2 * shifts * _cost(f"gradram_{rr.stem}"))
     add(8, "designs_fe", f"<= {n_des} designs homogenized at 128x128", n_des * _cost("homogenization"), n_des)
-    add(8, "analysis", "metrics, replays, figures (cached rerun at default)", _cost("overhead_08"))
+    add(8, "analysis", "metrics, replays, figures (cached)", _cost("overhead_08"))
     # 09: SIMP runs, one core each
     to = get_to_sizes(prof)
     cap = len(to.settings.betas) * to.settings.iterations_per_beta
     n_runs, iters = len(CASES) * len(START_KINDS), _cost("to_cap_share") * cap
     add(9, "simp_runs", f"{n_runs} runs x ~{iters:.0f} iterations at {to.grid}x{to.grid}",
         n_runs * iters * _cost("to_iteration_128") * (to.grid / 128) ** 2)
-    add(9, "analysis", "loads notebook 08's stages, figures (proxy: notebook 08 cached)", _cost("overhead_08"))
+    add(9, "analysis", "08's cached stages, figures (proxy: 08 cached)", _cost("overhead_08"))
     return out
 
 
@@ -302,10 +312,13 @@ def _hm(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
-def format_plan(profile: Profile | str, n_cores: int | None = None) -> str:
+def format_plan(profile: Profile | str, n_cores: int | None = None,
+                notebooks: Sequence[str] | None = None) -> str:
     """A readable table (notebook, stage, work, estimated time), a total and a closing line
-    saying whether the profile needs a cluster or a GPU."""
-    est = estimate_profile(profile, n_cores)
+    saying whether the profile needs a cluster or a GPU. ``notebooks``: stems to show (default
+    all; the earlier notebooks' stages are then assumed cached); unknown stems are named."""
+    keep = set(NOTEBOOKS if notebooks is None else notebooks)
+    est = [e for e in estimate_profile(profile, n_cores) if e.notebook in keep]
     name = profile if isinstance(profile, str) else profile.name
     cores = (os.cpu_count() or 1) if n_cores is None else n_cores
     lines = [f"Cost plan, profile {name!r}, {cores} core(s): FE on the workers, training and the "
@@ -319,7 +332,10 @@ def format_plan(profile: Profile | str, n_cores: int | None = None) -> str:
     total = sum(e.seconds for e in est)
     fe = sum(e.seconds for e in est if e.parallel)
     lines.append(f"{'TOTAL':<28} {'':<26} {'':<58} {_hm(total):>9}")
-    cpu_h = fe_cpu_hours(profile)
+    unknown = sorted(keep - set(NOTEBOOKS))
+    if unknown:
+        lines.append(f"not estimated (no cost model in lib/cost_plan.py): {', '.join(unknown)}")
+    cpu_h = sum(e.seconds for e in estimate_profile(profile, 1) if e.parallel and e.notebook in keep) / 3600
     serial_h = (total - fe) / 3600
     if total > 12 * 3600:
         lines.append(f"Needs a cluster or GPU: {_hm(total)} on this machine (> 12 h). The parallel FE "

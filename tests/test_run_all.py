@@ -152,3 +152,64 @@ def test_failure_stops_with_the_notebooks_error(study) -> None:
 def test_missing_notebooks_dir(study, tmp_path, capsys) -> None:
     code = run_all.main(["--notebooks-dir", str(tmp_path / "nope"), "--list"])
     assert code == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_unknown_parameter_stops_before_anything_runs(study, capsys) -> None:
+    code = run_all.main(_args(study, "--profile", "smoke", "-p", "bogus=1", "-p", "scale=2"))
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "-p bogus: not a parameter of the selected notebook(s) 01_first, 02_second" in err
+    assert "their parameters: profile, scale, tag" in err
+    assert not (study["results"] / "smoke" / "notebooks").exists()
+
+
+def test_parameter_of_one_selected_notebook_is_accepted(study) -> None:
+    nb = nbformat.read(study["notebooks"] / "02_second.ipynb", 4)
+    nb.cells[0].source += "n_jobs = None\n"
+    nbformat.write(nb, study["notebooks"] / "02_second.ipynb")
+    known = run_all.notebook_parameters(sorted(study["notebooks"].glob("0*.ipynb")))
+    assert known == {"01_first": {"profile", "scale", "tag"},
+                     "02_second": {"profile", "scale", "tag", "n_jobs"}}
+    run_all.check_overrides({"n_jobs": 1}, known)  # in one of them: fine
+    with pytest.raises(ValueError, match="-p n_job:"):
+        run_all.check_overrides({"n_job": 1}, known)
+
+
+@pytest.mark.parametrize("address, message", [
+    ("localhost:8786", "looks like tcp://HOST:PORT"),
+    ("tcp://127.0.0.1:9", "cannot reach the Dask scheduler at tcp://127.0.0.1:9"),
+])
+def test_bad_scheduler_fails_fast_before_running(study, capsys, address, message) -> None:
+    import time
+
+    t0 = time.monotonic()
+    code = run_all.main(_args(study, "--profile", "smoke", "--scheduler", address))
+    assert code == 2 and message in capsys.readouterr().err
+    assert time.monotonic() - t0 < 30  # CONNECT_TIMEOUT_S = 10 s, not a hang
+    assert not (study["results"] / "smoke" / "notebooks").exists()
+
+
+def test_interrupt_says_how_to_resume(study) -> None:
+    """Ctrl-C (SIGINT to the process group, as a terminal sends it) during a notebook: exit 130,
+    a message naming the notebook and the command to rerun, no raw traceback."""
+    import signal
+    import time
+
+    _notebook(study["notebooks"], "02_second.ipynb", "import time\ntime.sleep(60)")
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(run_all.__file__)), *_args(study, "--profile", "smoke")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    while not (study["results"] / "smoke" / "probe_01_first.json").exists():
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.2)
+    time.sleep(4)  # into notebook 02's sleep
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted during 02_second" in err and "rerun the same command to resume" in err
+    assert "run_all.py" in err.splitlines()[-1]
+    assert "Traceback" not in err and "Task exception was never retrieved" not in err
+    row = next(line.split() for line in out.splitlines() if line.startswith("02_second"))
+    assert row[-1] == "interrupted"
