@@ -29,7 +29,7 @@ SCHEDULER_ENV = "STUDY_DASK_SCHEDULER"
 #: Seconds to wait for the scheduler to answer, and for at least one worker to join.
 CONNECT_TIMEOUT_S = 10.0
 
-_ADDRESS_RE = re.compile(r"^(tcp|tls|ucx|inproc)://[^\s/:]+(:\d{1,5})?$")
+_ADDRESS_RE = re.compile(r"^((tcp|tls|ucx)://[^\s/:]+(:\d{1,5})?|inproc://\S+)$")  # inproc: tests
 
 
 def check_address(address: str) -> str:

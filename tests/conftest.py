@@ -43,9 +43,15 @@ def smoke_study(tmp_path_factory: pytest.TempPathFactory) -> dict:
     Returns ``{"proc": CompletedProcess, "results": Path, "data": Path}`` (``results`` and
     ``data`` are the roots given to ``run_all.py --results-dir / --data-dir``). Shared by the
     smoke test (its outputs) and the browser test (notebook 04's cached stages).
+    ``STUDY_TEST_SMOKE_ROOT``: reuse (and top up) an earlier smoke run's ``results``/``data``
+    under that folder instead of a fresh one (for working on one test; CI never sets it).
     """
-    root = tmp_path_factory.mktemp("smoke_study")
+    reuse = os.environ.get("STUDY_TEST_SMOKE_ROOT")
+    root = Path(reuse) if reuse else tmp_path_factory.mktemp("smoke_study")
     results, data = root / "results", root / "data"
+    if reuse and (results / "smoke" / "notebooks").is_dir():
+        return {"proc": subprocess.CompletedProcess([], 0, "", ""), "results": results,
+                "data": data}
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     env.pop("STUDY_DASK_SCHEDULER", None)
     proc = subprocess.run(

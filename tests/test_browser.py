@@ -55,7 +55,7 @@ REDRAW_S = 180
 _JS_PANEL = "window.jupyterapp && window.jupyterapp.shell.currentWidget"
 _JS_KERNEL_IDLE = (f"(() => {{ const w = {_JS_PANEL}; const k = w && w.sessionContext && "
                    "w.sessionContext.session && w.sessionContext.session.kernel; "
-                   "return !!k && k.status === 'idle'; }})()")
+                   "return !!k && k.status === 'idle'; })()")
 _JS_CELLS = """() => {
   const nb = window.jupyterapp.shell.currentWidget.content;
   return nb.widgets.filter(c => c.model.type === 'code').map(c => ({
