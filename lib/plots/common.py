@@ -90,3 +90,49 @@ def _check_images(images, n_per_category: int):
     if n_per_category < 1:
         raise ValueError(f"n_per_category must be >= 1, got {n_per_category}")
     return imgs
+
+
+def _integer_axis(ax, axis: str = "y") -> None:
+    """Integer-only ticks on ``ax``'s ``axis`` (``"x"``, ``"y"`` or ``"both"``): for axes that
+    count samples, structures or epochs, which get ticks such as 0.5 or 2.5 when the counts
+    are small (the smoke profile)."""
+    from matplotlib.ticker import MaxNLocator
+
+    for name in ("x", "y") if axis == "both" else (axis,):
+        # nbins and steps of matplotlib's default AutoLocator, so large counts keep round ticks
+        getattr(ax, f"{name}axis").set_major_locator(
+            MaxNLocator(nbins="auto", steps=[1, 2, 2.5, 5, 10], integer=True))
+
+
+def _colorbar_beside(fig, top_ax, bottom_ax, mappable, label: str, pad: float = 0.015,
+                     width: float = 0.02, **colorbar_kwargs):
+    """A vertical colorbar right of the column that runs from ``top_ax`` to ``bottom_ax``
+    (call after ``fig.tight_layout(rect=...)`` has left room on the right), labelled;
+    ``colorbar_kwargs`` go to ``fig.colorbar`` (e.g. ``extend``)."""
+    for a in (top_ax, bottom_ax):
+        a.apply_aspect()  # the drawn box (square images), not the slot the layout gave it
+    top, bottom = top_ax.get_position(), bottom_ax.get_position()
+    cax = fig.add_axes((top.x1 + pad, bottom.y0, width, top.y1 - bottom.y0))
+    cbar = fig.colorbar(mappable, cax=cax, **colorbar_kwargs)
+    cbar.set_label(label, fontsize=8)
+    cbar.ax.tick_params(labelsize=7)
+    return cbar
+
+
+#: inches under the image rows that :func:`_colorbar_below` needs (bar, ticks and label)
+_BELOW_INCHES = 0.85
+
+
+def _colorbar_below(fig, left_ax, right_ax, mappable, label: str, **colorbar_kwargs):
+    """A horizontal colorbar under the bottom-row axes ``left_ax`` ... ``right_ax`` (call
+    after ``fig.tight_layout(rect=(0, _BELOW_INCHES / height, 1, 1))``), labelled."""
+    for a in (left_ax, right_ax):
+        a.apply_aspect()  # the drawn (square) boxes
+    left, right = left_ax.get_position(), right_ax.get_position()
+    height_in = fig.get_size_inches()[1]
+    y0 = left.y0 - 0.22 / height_in - 0.12 / height_in
+    cax = fig.add_axes((left.x0, y0, right.x1 - left.x0, 0.12 / height_in))
+    cbar = fig.colorbar(mappable, cax=cax, orientation="horizontal", **colorbar_kwargs)
+    cbar.set_label(label, fontsize=8)
+    cbar.ax.tick_params(labelsize=7)
+    return cbar

@@ -11,6 +11,8 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 
+from lib.plots.common import _integer_axis
+
 _MARTENSITE = dict(cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
 _DATASET_COLOURS = {"All": "k", "Random": "tab:green", "Ellipse": "tab:orange",
                     "Rectangle": "tab:blue"}
@@ -111,12 +113,14 @@ def plot_matched(comparisons: Mapping[str, Mapping[str, Any]]) -> plt.Figure:
         axes[0, j].set_title(f"{name}: KS {c['ks_fraction']:.2f} (n = {len(c['real'])})",
                              fontsize=9)
         axes[0, j].set_xlabel("martensite fraction")
+        _integer_axis(axes[0, j], "y")
         r = np.arange(len(c["s2_real"]))
         axes[1, j].plot(r, c["s2_real"], "k-", label="held-out")
         axes[1, j].plot(r, c["s2_generated"], "r--", label="generated")
         axes[1, j].set_xlabel("r (px)")
         axes[1, j].set_title(f"largest gap {c['s2_max_gap']:.3f}", fontsize=9)
     axes[0, 0].legend(fontsize=8)
+    axes[0, 0].set_ylabel("number of structures")
     axes[1, 0].set_ylabel("S2(r)")
     fig.tight_layout()
     return fig

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import matplotlib.figure
 
-from lib.plots.common import _category_names, _check_images, _example_grid
+from lib.plots.common import (_category_names, _check_images, _colorbar_beside, _example_grid,
+                              _integer_axis)
 
 
 # --------------------------------------------------------------------------------------------
@@ -59,6 +60,7 @@ def plot_martensite_fraction_distribution(fraction, categories) -> "matplotlib.f
                     label=f"{cat} (n = {int(sel.sum())})")
     ax.set_xlabel("martensite area fraction")
     ax.set_ylabel("number of microstructures")
+    _integer_axis(ax, "y")
     ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
@@ -222,9 +224,16 @@ def plot_void_maps(images, void_maps, categories, indices, fracture_strain=None
                    ) -> "matplotlib.figure.Figure":
     """Structures (martensite black) beside their void volume fraction maps at the critical
     state, one row per sample of ``indices``. The void map is on the FE grid; it is drawn over
-    the same square, so both panels show the same cell."""
+    the same square, so both panels show the same cell.
+
+    Every void map is drawn on one logarithmic colour scale, shared by all rows (one colorbar,
+    labelled): a laminate's voids grow uniformly and stay an order of magnitude below the peak
+    of a grain structure's band, so a linear scale shared by the rows would leave the laminate
+    black and one scale per row would hide the difference. Each map's title gives its maximum.
+    """
     import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.colors import LogNorm
 
     imgs = np.asarray(images)
     maps = np.asarray(void_maps, float)
@@ -232,9 +241,16 @@ def plot_void_maps(images, void_maps, categories, indices, fracture_strain=None
     indices = list(indices)
     if not indices:
         raise ValueError("no samples to draw")
-    n_cols = 2
+    shown = maps[indices]
+    positive = shown[np.isfinite(shown) & (shown > 0)]
+    top = float(positive.max()) if positive.size else 1.0
+    # the floor: the shown maps' 1st percentile (near the initial porosity), 1-3 decades down
+    floor = float(np.percentile(positive, 1)) if positive.size else top * 1e-3
+    floor = min(max(floor, top * 1e-3), top / 10.0)
+    norm = LogNorm(vmin=floor, vmax=top, clip=True)
+    below = bool(positive.size and (np.nanmin(shown) < floor))
     n_rows = len(indices)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(5.6, 2.5 * n_rows + 0.4), squeeze=False)
+    fig, axes = plt.subplots(n_rows, 2, figsize=(6.6, 2.5 * n_rows + 0.7), squeeze=False)
     for r, i in enumerate(indices):
         ax = axes[r, 0]
         ax.imshow(imgs[i], cmap="gray_r", vmin=0, vmax=1, interpolation="nearest",
@@ -244,17 +260,26 @@ def plot_void_maps(images, void_maps, categories, indices, fracture_strain=None
         ax.set_title(f"$f_M$ = {imgs[i].mean():.2f}{fs}", fontsize=8)
         ax = axes[r, 1]
         m = maps[i]
-        top = np.nanmax(m) if np.isfinite(m).any() else 1.0
-        im = ax.imshow(m, cmap="inferno", vmin=0, vmax=max(top, 1e-6), interpolation="nearest",
-                       extent=(0, 1, 0, 1))
-        ax.set_title(f"void fraction ({m.shape[0]}×{m.shape[1]} FE grid)", fontsize=8)
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        im = ax.imshow(np.clip(m, floor, None), cmap="inferno", norm=norm,
+                       interpolation="nearest", extent=(0, 1, 0, 1))
+        peak = f"{np.nanmax(m):.3g}" if np.isfinite(m).any() else "–"
+        ax.set_title(f"void fraction f, max {peak} ({m.shape[0]}×{m.shape[1]} FE grid)",
+                     fontsize=8)
         for a in axes[r]:
             a.set_xticks([])
             a.set_yticks([])
-    fig.suptitle("Structures (black = martensite) and void maps at f̄ = f̄_crit (load along x)",
-                 fontsize=9)
-    fig.tight_layout()
+    fig.suptitle("Structures (black = martensite) and void maps at f̄ = f̄_crit (load along x);\n"
+                 "all void maps on one logarithmic colour scale", fontsize=9)
+    fig.tight_layout(rect=(0.0, 0.0, 0.84, 1.0), w_pad=1.5)
+    cbar = _colorbar_beside(fig, axes[0, 1], axes[-1, 1], im,
+                            "void volume fraction f (–), log scale"
+                            + (f"; values below {floor:.2g} at the bottom colour" if below else ""),
+                            pad=0.03, width=0.03, extend="min" if below else "neither",
+                            extendfrac=0.03)
+    ticks = [d * 10.0 ** k for k in range(int(np.floor(np.log10(floor))), 1) for d in (1, 2, 5)]
+    cbar.set_ticks([t for t in ticks if floor * 0.999 <= t <= top * 1.001])
+    cbar.set_ticks([], minor=True)
+    cbar.ax.yaxis.set_major_formatter("{x:g}")
     return fig
 
 

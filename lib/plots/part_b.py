@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import matplotlib.figure
 
-from lib.plots.common import _category_names, _check_images, _example_grid
+from lib.plots.common import (_BELOW_INCHES, _category_names, _check_images, _colorbar_below,
+                              _example_grid, _integer_axis)
 
 
 # --------------------------------------------------------------------------------------------
@@ -58,6 +59,7 @@ def plot_fraction_distribution(white_fraction, categories, window=(0.38, 0.41)
             ax.axvline(edge, color="tab:red", linestyle="--", linewidth=1)
         ax.set_title(f"{cat} (n = {int(sel.sum())})", fontsize=9)
         ax.set_xlabel("white fraction")
+        _integer_axis(ax, "y")
     axes[0].set_ylabel("number of samples")
     fig.suptitle(f"White-phase fraction per category (dashed: window {lo}-{hi})", fontsize=10)
     fig.tight_layout()
@@ -96,6 +98,7 @@ def plot_property_distributions(labels, category, category_names) -> matplotlib.
         for code, name in enumerate(category_names):
             ax.hist(values[np.asarray(category) == code], bins=bins, histtype="step", lw=1.5, label=name)
         ax.set_xlabel(label)
+        _integer_axis(ax, "y")
     axes[0, 0].set_ylabel("samples")
     axes[1, 0].set_ylabel("samples")
     axes[0, 0].legend(fontsize=8)
@@ -158,6 +161,25 @@ def _case_axis_label(case, j: int) -> str:
     return names.get(case.short[j], case.short[j]) + unit
 
 
+def _case_value_text(case, j: int, value: float) -> str:
+    """``"$E_x$ = 152 GPa"``: output ``j`` of ``case`` at ``value`` (label units, i.e. MPa or
+    1/K) in display units; Poisson's ratios are dimensionless and get no unit."""
+    unit = {"GPa": " GPa", "1e-6/K": r"$\times10^{-6}$/K", "": ""}[case.unit]
+    name = _case_axis_label(case, j).split(" (")[0]
+    return f"{name} = {value * case.display_scale:.3g}{unit}"
+
+
+def _case_values_text(case, xy) -> str:
+    """Both outputs of ``case`` at ``xy`` (label units) with units, for a panel title:
+    ``"$E_x$ = 145 GPa, $E_y$ = 144 GPa"``; the long unit 10^-6/K once for both, in
+    parentheses as on the axes: ``"$\\alpha_x$ = 14.6, $\\alpha_y$ = 14.9 ($10^{-6}$/K)"``."""
+    if case.unit == "1e-6/K":
+        names = [_case_axis_label(case, j).split(" (")[0] for j in range(2)]
+        return (", ".join(f"{n} = {xy[j] * case.display_scale:.3g}" for j, n in enumerate(names))
+                + r" ($10^{-6}$/K)")
+    return ", ".join(_case_value_text(case, j, xy[j]) for j in range(2))
+
+
 def plot_training_curves(trained) -> "matplotlib.figure.Figure":
     """Training and validation MSE (normalized labels) per epoch, one panel per case.
 
@@ -184,6 +206,7 @@ def plot_training_curves(trained) -> "matplotlib.figure.Figure":
                 ax.plot(best, hist["val_loss"][best - 1], "o", color=line.get_color())
         ax.set_yscale("log")
         ax.set_xlabel("epoch")
+        _integer_axis(ax, "x")
         ax.set_title(f"{tc.case.title.split(':')[0]} ({tc.train_seconds / 60:.1f} min)", fontsize=9)
         ax.legend(fontsize=7, frameon=False)
     axes[0, 0].set_ylabel("MSE on [0, 1] labels")
@@ -265,26 +288,33 @@ def plot_accuracy_vs_paper(rows) -> "matplotlib.figure.Figure":
     return fig
 
 
-def _overlay(ax, image, heat, title: str, cmap: str = "jet") -> None:
-    """The structure in grey with a heatmap over it (the paper's Fig. 3 look)."""
+#: the colorbar label of every Grad-RAM map figure: what lib.explain.gradram.normalize_maps does
+_GRADRAM_LABEL = "Grad-RAM, each map min–max normalized to [0, 1]: (m − min) / (max − min)"
+
+
+def _overlay(ax, image, heat, title: str, cmap: str = "jet"):
+    """The structure in grey with a heatmap (0-1) over it (the paper's Fig. 3 look); returns
+    the heatmap's image, for a colorbar."""
     import numpy as np
 
     ax.imshow(image, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    ax.imshow(heat, cmap=cmap, vmin=0, vmax=1, alpha=0.55, interpolation="bilinear")
+    im = ax.imshow(heat, cmap=cmap, vmin=0, vmax=1, alpha=0.55, interpolation="bilinear")
     if not np.any(np.asarray(heat) > 0):
         title += "\n(all zero: no positive evidence)"
     ax.set_title(title, fontsize=8)
     ax.set_xticks([])
     ax.set_yticks([])
+    return im
 
 
 def plot_gradram_panels(images, maps, case, values=None, threshold: float = 0.5,
                         indices=None) -> "matplotlib.figure.Figure":
     """Fig. 3-like panels: structure, X map, Y map, critical region, one row per sample.
 
-    ``maps`` is :func:`lib.explain.gradram.case_heatmaps`'s dict for ``images``;
-    ``values`` ``(n, 2)`` the FE properties (raw units) for the row titles; ``indices`` the
-    database rows, for the titles.
+    ``maps`` is :func:`lib.explain.gradram.case_heatmaps`'s dict for ``images`` (each map
+    min-max normalized to [0, 1], the colorbar; ``threshold`` is marked on it);
+    ``values`` ``(n, 2)`` the FE properties (label units: MPa, 1/K) for the row titles, shown
+    in GPa and 10^-6/K; ``indices`` the database rows, for the titles.
     """
     import matplotlib.pyplot as plt
     import numpy as np
@@ -295,14 +325,12 @@ def plot_gradram_panels(images, maps, case, values=None, threshold: float = 0.5,
         raise ValueError(f"need n >= 1 images matching the maps, got {imgs.shape} and "
                          f"{maps['map_x'].shape}")
     sign = "" if case.goal == "max" else "−"
-    fig, axes = plt.subplots(n, 4, figsize=(9.2, 2.55 * n + 0.5), squeeze=False)
+    height = 2.55 * n + 0.5 + _BELOW_INCHES
+    fig, axes = plt.subplots(n, 4, figsize=(9.2, height), squeeze=False)
     for i in range(n):
         title = f"#{indices[i]}" if indices is not None else f"sample {i}"
         if values is not None:
-            s = case.display_scale
-            title += "\n" + ", ".join(
-                f"{_case_axis_label(case, j).split(' (')[0]} = {values[i][j] * s:.3g}"
-                for j in range(2))
+            title += "\n" + _case_values_text(case, values[i])
         ax = axes[i, 0]
         ax.imshow(imgs[i], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         ax.set_title(title, fontsize=8)
@@ -310,8 +338,8 @@ def plot_gradram_panels(images, maps, case, values=None, threshold: float = 0.5,
         ax.set_yticks([])
         for j, axis in enumerate("xy"):
             label = _case_axis_label(case, j).split(" (")[0]
-            _overlay(axes[i, 1 + j], imgs[i], maps[f"map_{axis}"][i],
-                     f"Grad-RAM of {sign}{label}")
+            heat = _overlay(axes[i, 1 + j], imgs[i], maps[f"map_{axis}"][i],
+                            f"Grad-RAM of {sign}{label}")
         region = maps["region"][i]
         ax = axes[i, 3]
         rgb = np.stack([imgs[i] * 0.35 + 0.2] * 3, axis=-1)
@@ -322,7 +350,10 @@ def plot_gradram_panels(images, maps, case, values=None, threshold: float = 0.5,
         ax.set_yticks([])
     fig.suptitle(f"{case.title}: Grad-RAM maps (X, Y) and critical region = both maps "
                  f"≥ {threshold:g} (yellow: white phase, red: black phase inside)", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0.0, _BELOW_INCHES / height, 1.0, 1.0))
+    cbar = _colorbar_below(fig, axes[-1, 1], axes[-1, 2], heat,
+                           f"{_GRADRAM_LABEL}; black line: threshold {threshold:g}")
+    cbar.ax.axvline(threshold, color="k", lw=1.5)
     return fig
 
 
@@ -338,19 +369,21 @@ def plot_stem_comparison(image, variant_maps, rows) -> "matplotlib.figure.Figure
     names = list(variant_maps)
     if not names:
         raise ValueError("no variants to draw")
-    fig, axes = plt.subplots(1, len(names) + 1, figsize=(2.5 * (len(names) + 1), 3.0))
+    height = 3.0 + _BELOW_INCHES
+    fig, axes = plt.subplots(1, len(names) + 1, figsize=(2.5 * (len(names) + 1), height))
     axes[0].imshow(np.asarray(image), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     axes[0].set_title("structure", fontsize=8)
     axes[0].set_xticks([])
     axes[0].set_yticks([])
     for ax, name in zip(axes[1:], names):
         r = rows[name]
-        _overlay(ax, image, variant_maps[name],
-                 f"{name}\n{r['grid']}×{r['grid']} map, $R^2$ = {r['r2']:.3f}\n"
-                 f"{r['seconds_per_epoch']:.1f} s/epoch")
+        heat = _overlay(ax, image, variant_maps[name],
+                        f"{name}\n{r['grid']}×{r['grid']} map, $R^2$ = {r['r2']:.3f}\n"
+                        f"{r['seconds_per_epoch']:.1f} s/epoch")
     fig.suptitle("Grad-RAM detail per network variant (Case 1, X output; same structure)",
-                 fontsize=9, y=1.04)
-    fig.tight_layout()
+                 fontsize=9, y=1.0 - 0.05 / height, va="top")
+    fig.tight_layout(rect=(0.0, _BELOW_INCHES / height, 1.0, 1.0 - 0.3 / height))
+    _colorbar_below(fig, axes[1], axes[-1], heat, _GRADRAM_LABEL)
     return fig
 
 
@@ -367,7 +400,8 @@ def plot_gradram_sanity(images, result, n_show: int = 3) -> "matplotlib.figure.F
     if n == 0:
         raise ValueError("no images to draw")
     maps = result["maps"]
-    fig, axes = plt.subplots(n, 4, figsize=(9.2, 2.75 * n + 0.6), squeeze=False)
+    height = 2.75 * n + 0.6 + _BELOW_INCHES
+    fig, axes = plt.subplots(n, 4, figsize=(9.2, height), squeeze=False)
     for i in range(n):
         ax = axes[i, 0]
         ax.imshow(imgs[i], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
@@ -379,14 +413,15 @@ def plot_gradram_sanity(images, result, n_show: int = 3) -> "matplotlib.figure.F
         _overlay(axes[i, 2], imgs[i], maps["randomized"][i],
                  f"re-initialized weights\nρ = {r['spearman'][i]:.2f}, SSIM = {r['ssim'][i]:.2f}")
         r = result["shifted"]
-        _overlay(axes[i, 3], imgs[i], maps["shifted"][i],
-                 f"input shifted, map shifted back\nρ = {r['spearman'][i]:.2f}, "
-                 f"SSIM = {r['ssim'][i]:.2f}")
+        heat = _overlay(axes[i, 3], imgs[i], maps["shifted"][i],
+                        f"input shifted, map shifted back\nρ = {r['spearman'][i]:.2f}, "
+                        f"SSIM = {r['ssim'][i]:.2f}")
     o = result["other_input"]
     fig.suptitle("Grad-RAM sanity checks (ρ: Spearman, SSIM vs the trained map); different "
                  f"structures: mean ρ = {o['spearman_mean']:.2f}, SSIM = {o['ssim_mean']:.2f}",
                  fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0.0, _BELOW_INCHES / height, 1.0, 1.0))
+    _colorbar_below(fig, axes[-1, 1], axes[-1, 3], heat, _GRADRAM_LABEL)
     return fig
 
 
@@ -435,12 +470,10 @@ def plot_design_steps(case, sources, regions, steps, values=None, margins=None,
         design = st["design"] if st["design"] is not None else np.zeros((size, size))
         axes[i, 3].imshow(design, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         label = f"design, white {design.mean():.3f}"
-        if values is not None:
-            s = case.display_scale
-            label += "\n" + ", ".join(f"{_case_axis_label(case, j).split(' (')[0]} = "
-                                      f"{values[i][j] * s:.3g}" for j in range(2))
         if margins is not None:
-            label += f" ({margins[i]:+.1%})"
+            label += f", margin {margins[i]:+.1%}"
+        if values is not None:
+            label += "\n" + _case_values_text(case, values[i])
         axes[i, 3].set_title(label, fontsize=8)
         for ax in axes[i]:
             ax.set_xticks([])
@@ -451,40 +484,69 @@ def plot_design_steps(case, sources, regions, steps, values=None, margins=None,
     return fig
 
 
-def plot_design_scatter(cases, database_xy, outlier_indices, designs) -> "matplotlib.figure.Figure":
-    """Fig. 6-like: every database sample's X vs Y property, the outliers, and the designs.
+def plot_design_scatter(cases, database_xy, outlier_indices, designs, moderate_indices=None
+                        ) -> "matplotlib.figure.Figure":
+    """Fig. 6-like: every database sample's X vs Y property, the source samples, and the designs.
 
     ``cases``: PropertyCase list; per case (same order) ``database_xy`` ``(m, 2)``,
-    ``outlier_indices`` and ``designs``, a dict with ``values`` ``(d, 2)``, ``balanced`` and
-    ``beats_all`` ``(d,)`` bool (:func:`lib.design.periodic_design.design_metrics`).
-    Designs meeting the 10 % balance constraint are filled red, the others hollow; the dotted
-    lines mark the database's best weaker-direction value.
+    ``outlier_indices``, ``designs``, a dict with ``values`` ``(d, 2)``, ``balanced`` and
+    ``beats_all`` ``(d,)`` bool (:func:`lib.design.periodic_design.design_metrics`) and,
+    optionally, ``group`` ``(d,)`` (the design stage's source group of each design, a position
+    in ``group_names``, default ``("outliers", "moderate")``), and ``moderate_indices`` (per
+    case, or ``None``) the moderate source samples. Designs from outliers are red circles,
+    designs from any other group purple diamonds; filled where they meet the 10 % balance
+    constraint, hollow where not; the dotted lines mark the database's best weaker-direction
+    value. The legend sits under each panel, off the data.
     """
     import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, axes = plt.subplots(1, len(cases), figsize=(4.4 * len(cases), 4.2), squeeze=False)
-    for ax, case, db, out, des in zip(axes[0], cases, database_xy, outlier_indices, designs):
+    if moderate_indices is None:
+        moderate_indices = [None] * len(cases)
+    fig, axes = plt.subplots(1, len(cases), figsize=(4.6 * len(cases), 5.8), squeeze=False)
+    for ax, case, db, out, mod, des in zip(axes[0], cases, database_xy, outlier_indices,
+                                           moderate_indices, designs):
         s = case.display_scale
         db = np.asarray(db) * s
-        ax.scatter(db[:, 0], db[:, 1], s=5, c="tab:blue", alpha=0.35, lw=0, label="database")
-        ax.scatter(db[out, 0], db[out, 1], s=7, c="gold", lw=0, label="outliers (sources)")
+        ax.scatter(db[:, 0], db[:, 1], s=10, c="tab:blue", alpha=0.45, lw=0, zorder=1,
+                   label=f"database ({len(db)})")
+        ax.scatter(db[out, 0], db[out, 1], s=16, c="gold", edgecolors="0.35", lw=0.3, zorder=2,
+                   label=f"outliers (sources, {len(out)})")
+        if mod is not None and len(mod):
+            ax.scatter(db[mod, 0], db[mod, 1], s=16, c="yellowgreen", edgecolors="0.35", lw=0.3,
+                       zorder=2, label=f"moderate samples (sources, {len(mod)})")
         v = np.asarray(des["values"]) * s
         ok = np.asarray(des["balanced"], bool)
-        n_beat = int(np.asarray(des["beats_all"])[ok].sum())
-        ax.scatter(v[ok, 0], v[ok, 1], s=16, c="tab:red", lw=0,
-                   label=f"designs, balanced ({ok.sum()}; {n_beat} beat all)")
-        ax.scatter(v[~ok, 0], v[~ok, 1], s=16, facecolors="none", edgecolors="tab:red", lw=0.6,
-                   label=f"designs, |X−Y| ≥ 10 % ({(~ok).sum()})")
+        beat = np.asarray(des["beats_all"], bool)
+        names = list(des.get("group_names", ("outliers", "moderate")))
+        group = np.asarray(des["group"]) if "group" in des else np.zeros(len(v), dtype=int)
+        from_outlier = np.array([names[int(g)] == "outliers" for g in group], dtype=bool)
+        size = 30 if len(v) <= 150 else 14  # a thousand designs (default) would hide the rest
+        styles = [(from_outlier, "outliers", dict(marker="o", s=size, color="tab:red", zorder=4)),
+                  (~from_outlier, "moderate samples",
+                   dict(marker="D", s=0.85 * size, color="tab:purple", zorder=5))]
+        for sel, source, style in styles:
+            if not sel.any():
+                continue
+            style = dict(style)
+            colour = style.pop("color")
+            good, bad = sel & ok, sel & ~ok
+            ax.scatter(v[good, 0], v[good, 1], c=colour, edgecolors="k", lw=0.4, **style,
+                       label=f"designs from {source}, balanced ({good.sum()}; "
+                             f"{int((beat & good).sum())} beat all)")
+            ax.scatter(v[bad, 0], v[bad, 1], facecolors="none", edgecolors=colour, lw=0.8,
+                       **style, label=f"designs from {source}, |X−Y| ≥ 10 % ({bad.sum()})")
         lo = min(db.min(), v.min() if len(v) else db.min())
         hi = max(db.max(), v.max() if len(v) else db.max())
-        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8, zorder=0)
         best = db.min(axis=1).max() if case.goal == "max" else db.max(axis=1).min()
-        ax.axvline(best, color="k", ls=":", lw=0.8)
-        ax.axhline(best, color="k", ls=":", lw=0.8)
+        ax.axvline(best, color="k", ls=":", lw=0.8, zorder=0)
+        ax.axhline(best, color="k", ls=":", lw=0.8, zorder=0,
+                   label="best database sample's weaker direction")
         ax.set_xlabel(_case_axis_label(case, 0))
         ax.set_ylabel(_case_axis_label(case, 1))
         ax.set_title(case.title, fontsize=9)
-        ax.legend(fontsize=7, loc="lower right" if case.goal == "max" else "upper left")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.17), frameon=False,
+                  markerscale=1.2)
     fig.tight_layout()
     return fig

@@ -19,7 +19,9 @@ def plot_sensitivity_panels(images, void_maps, maps: Mapping[str, np.ndarray],
     """One row per ``(caption, index)`` of ``rows``: the structure (martensite black), its void
     map (FE grid) and each map of ``maps`` (``name -> (n, N, N)``), each drawn over the same
     cell; a map's title gives its Spearman ρ and top-10 % IoU with the void map when
-    ``scores[name]`` (:func:`lib.explain.map_comparison.compare_maps` output) is given."""
+    ``scores[name]`` (:func:`lib.explain.map_comparison.compare_maps` output) is given. Every
+    panel has its own linear colour scale (void map 0 to its max, other maps min to max), as
+    the suptitle says: the scores are rank-based, so only the pattern within a panel counts."""
     import matplotlib.pyplot as plt
 
     imgs, voids = np.asarray(images), np.asarray(void_maps, float)
@@ -39,7 +41,7 @@ def plot_sensitivity_panels(images, void_maps, maps: Mapping[str, np.ndarray],
         ax = axes[r, 1]
         ax.imshow(voids[i], cmap="inferno", vmin=0, vmax=max(float(voids[i].max()), 1e-9),
                   interpolation="nearest", extent=ext)
-        ax.set_title(f"void map {voids.shape[1]}² (max {voids[i].max():.2f})", fontsize=7)
+        ax.set_title(f"void map {voids.shape[1]}² (max {voids[i].max():.2g})", fontsize=7)
         for c, name in enumerate(names):
             ax = axes[r, 2 + c]
             m = np.asarray(maps[name][i], float)
@@ -52,7 +54,8 @@ def plot_sensitivity_panels(images, void_maps, maps: Mapping[str, np.ndarray],
         for a in axes[r]:
             _bare(a)
     fig.suptitle("Reference | GTN void map at the load drop | explanation maps (load along x; "
-                 "bright = high)", fontsize=9)
+                 "bright = high)\nevery panel on its own colour scale: a void map from 0 to the "
+                 "max in its title, an explanation map from its min to its max", fontsize=9)
     fig.tight_layout()
     return fig
 

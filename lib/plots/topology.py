@@ -8,7 +8,10 @@ from collections.abc import Mapping, Sequence
 import matplotlib.figure
 import numpy as np
 
+from lib.plots.common import _integer_axis
+
 _SCALE = {"case1": (1e-3, "GPa"), "case2": (1.0, ""), "case3": (1e6, "1e-6/K")}
+_UNIT_TEXT = {"GPa": " (GPa)", "": "", "1e-6/K": r" ($10^{-6}$/K)"}  # axis-label suffixes
 
 
 def plot_to_cells(rows: Mapping[str, Sequence[tuple[str, np.ndarray]]]) -> "matplotlib.figure.Figure":
@@ -48,7 +51,8 @@ def plot_to_histories(histories: Mapping[str, Mapping[str, np.ndarray]]) -> "mat
             ax.plot(np.arange(1, len(obj) + 1), np.asarray(obj) * s, label=start, lw=1.2)
         ax.set_title(case, fontsize=9)
         ax.set_xlabel("MMA iteration")
-        ax.set_ylabel(f"objective {unit}")
+        _integer_axis(ax, "x")
+        ax.set_ylabel(f"objective{_UNIT_TEXT[unit]}")
         ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
@@ -73,8 +77,8 @@ def plot_to_scatter(cases: Mapping[str, Mapping[str, object]]) -> "matplotlib.fi
             ax.axvline(v * s, **style, label=name)
             ax.axhline(v * s, **style)
         lx, ly = d["labels"]
-        ax.set_xlabel(f"{lx} {unit}")
-        ax.set_ylabel(f"{ly} {unit}")
+        ax.set_xlabel(f"{lx}{_UNIT_TEXT[unit]}")
+        ax.set_ylabel(f"{ly}{_UNIT_TEXT[unit]}")
         ax.set_title(case, fontsize=9)
         ax.legend(fontsize=6)
     fig.tight_layout()
