@@ -108,7 +108,7 @@ class GenerativeRecipe:
 RECIPES: dict[str, GenerativeRecipe] = {
     "smoke": GenerativeRecipe(
         vqvae=VQVAEConfig(channels=(8, 16, 32), code_dim=32, n_codes=32),
-        vqvae_steps=40, vqvae_batch=16, n_unlabelled_per_category=8, pixelcnn_width=16,
+        vqvae_steps=120, vqvae_batch=16, n_unlabelled_per_category=8, pixelcnn_width=16,
         pixelcnn_layers=4, pixelcnn_steps=12, pixelcnn_epochs=2.0, pixelcnn_batch=16,
         n_extra_rectangle=8),
     "default": GenerativeRecipe(),
