@@ -307,3 +307,34 @@ def test_parallel_workers_give_the_same_labels_as_serial(tiny_labels):
     for key in ("fracture_strain", "load_drop_strain", "tensile_strength", "void_map",
                 "history_stress", "n_increments"):
         np.testing.assert_allclose(out[key], tiny_labels[key], rtol=1e-9, err_msg=key)
+
+
+# --- the phase_mixture coarsening --------------------------------------------------------------
+def test_coarsen_shares_keeps_the_fraction_exactly():
+    rng = np.random.default_rng(1)
+    imgs = (rng.random((3, 32, 32)) < 0.3).astype(np.uint8)
+    shares = fl.coarsen_shares(imgs, 8)
+    assert shares.shape == (3, 8, 8) and shares.max() <= 16
+    np.testing.assert_array_equal(shares.sum(axis=(1, 2)), imgs.sum(axis=(1, 2)))
+    thin = np.zeros((1, 32, 32), np.uint8)
+    thin[0, 5] = 1  # a 1-px layer: block_mean drops it, phase_mixture keeps it at share 1/4
+    assert coarsen_images(thin, 8).sum() == 0
+    assert fl.coarsen_shares(thin, 8)[0, 1].tolist() == [4] * 8
+    with pytest.raises(ValueError, match="unknown coarsening 'nearest'"):
+        label_structures(thin, 8, CRITERIA, n_jobs=1, coarsening="nearest")
+
+
+def test_phase_mixture_equals_block_mean_on_block_aligned_structures():
+    """Pure blocks get levels 0 and (N/grid)^2, i.e. exactly ferrite and martensite: the same
+    labels bit for bit; and the FE fraction is the image's."""
+    imgs = tiny_structures()[[0, 2]]  # layers rows 4-9 and a grain 4-11: aligned with 2-px blocks
+    a = label_structures(imgs, 8, CRITERIA, n_jobs=1)
+    b = label_structures(imgs, 8, CRITERIA, n_jobs=1, coarsening="phase_mixture")
+    for key in ("fracture_strain", "load_drop_strain", "tensile_strength", "void_map",
+                "fe_martensite_fraction"):
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    thin = tiny_structures()[[1]].copy()
+    thin[0, :, 9] = 0  # layers across x, columns 4-8: one column shared with ferrite
+    c = label_structures(thin, 8, CRITERIA, n_jobs=1, coarsening="phase_mixture")
+    assert c["fe_martensite_fraction"][0] == pytest.approx(thin.mean())
+    assert c["converged"][0]

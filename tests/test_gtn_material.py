@@ -659,3 +659,26 @@ def test_homogeneous_peak_stresses():
     assert 560 < peaks["ferrite"][0] < 620 and 0.45 < peaks["ferrite"][1] < 0.65
     assert 1950 < peaks["martensite"][0] < 2100 and 0.15 < peaks["martensite"][1] < 0.3
     assert abs(FERRITE.sigma_y - 300) < 1e-9 and abs(MARTENSITE.sigma_y - 1300) < 1e-9
+
+
+def test_phase_mixture_ends_are_the_phases_and_yield_stress_mixes_linearly():
+    from lib.fe.gtn_material import mixture_phases, phase_mixture
+
+    def sigma_y(p):
+        return p.K * p.eps0 ** p.n
+
+    for share, phase in ((0.0, FERRITE), (1.0, MARTENSITE)):
+        mixed = phase_mixture(FERRITE, MARTENSITE, share)
+        for f in ("E", "nu", "n", "eps0", "f0", "fN", "q1"):
+            assert getattr(mixed, f) == pytest.approx(getattr(phase, f), rel=1e-12)
+        assert mixed.K == pytest.approx(phase.K, rel=1e-12)
+    quarter = phase_mixture(FERRITE, MARTENSITE, 0.25)
+    assert sigma_y(quarter) == pytest.approx(0.75 * 300 + 0.25 * 1300, rel=1e-12)  # 550 MPa
+    assert quarter.n == pytest.approx(0.175) and quarter.eps0 == pytest.approx(0.0175)
+    levels = mixture_phases(FERRITE, MARTENSITE, 17)
+    assert len(levels) == 17 and levels[0] is FERRITE and levels[-1] is MARTENSITE
+    assert np.all(np.diff([sigma_y(p) for p in levels]) > 0)
+    with pytest.raises(ValueError, match=r"share must lie in \[0, 1\]"):
+        phase_mixture(FERRITE, MARTENSITE, 1.5)
+    with pytest.raises(ValueError, match="n_levels must be an integer >= 2"):
+        mixture_phases(FERRITE, MARTENSITE, 1)

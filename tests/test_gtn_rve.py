@@ -96,3 +96,21 @@ def test_stabilization_is_off_for_easy_runs_and_small_when_forced():
     ferrite, _, _ = material_point_tension(FERRITE, forced.strain[1:])
     martensite, _, _ = material_point_tension(MARTENSITE, forced.strain[1:])
     np.testing.assert_allclose(forced.stress[1:], 3 / 8 * martensite + 5 / 8 * ferrite, rtol=2e-3)
+
+
+def test_laminate_of_mixture_phases_is_the_mean_of_their_material_points():
+    """The multi-phase path (phase_mixture coarsening): rows of mixture phases along x are each
+    homogeneous, so the mean stress is the row mean of the phases' material-point curves."""
+    from lib.fe.gtn_material import mixture_phases
+
+    phases = mixture_phases(FERRITE, MARTENSITE, 5)  # shares 0, 1/4, 1/2, 3/4, 1
+    img = np.zeros((8, 8), np.uint8)
+    img[[1, 2, 5]] = [[1], [3], [4]]
+    rve = GTNRVE(8, phases=phases, criteria=FractureCriteria(mean_void_critical=0.9, max_strain=0.1),
+                 stepping=FIXED)
+    result = rve.run(img)
+    assert result.status == "converged"
+    curves = [material_point_tension(phases[k], result.strain[1:])[0] for k in img[:, 0]]
+    np.testing.assert_allclose(result.stress[1:], np.mean(curves, axis=0), rtol=1e-6)
+    with pytest.raises(ValueError, match="phase indices 0..4"):
+        rve.run(np.full((8, 8), 5, np.uint8))

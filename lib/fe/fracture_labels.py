@@ -64,7 +64,7 @@ import numpy as np
 from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
 
-from lib.fe.gtn_material import FERRITE, MARTENSITE, GTNParameters
+from lib.fe.gtn_material import FERRITE, MARTENSITE, GTNParameters, mixture_phases
 from lib.fe.gtn_rve import GTNRVE, FractureCriteria, LoadStepping, RVEResult, first_crossing
 from lib.fe.pixel_mesh import check_binary_image
 from lib import cluster
@@ -76,8 +76,11 @@ __all__ = [
     "FRACTURE_LABELS_VERSION",
     "HISTORY_LENGTH",
     "COARSENING_RULE",
+    "PHASE_MIXTURE_RULE",
+    "COARSENINGS",
     "coarsen",
     "coarsen_images",
+    "coarsen_shares",
     "profile_criteria",
     "label_structure",
     "label_batch",
@@ -109,6 +112,16 @@ HISTORY_LENGTH = 1024
 #: How a 128x128 structure becomes an FE image of ``grid`` x ``grid`` pixels (stated in outputs).
 COARSENING_RULE = ("block mean over (N/grid) x (N/grid) pixels; martensite (1) where the block "
                    "mean >= 0.5, ferrite (0) otherwise; identity when grid = N")
+
+#: The second coarsening: each FE element keeps its block's martensite share as a mixture phase
+#: (:func:`lib.fe.gtn_material.phase_mixture`), so the fraction is exact and thin layers stay.
+PHASE_MIXTURE_RULE = ("block mean over (N/grid) x (N/grid) pixels kept as the element's "
+                      "martensite share k/(N/grid)^2; the element's GTN constants are the rule "
+                      "of mixtures of the two phases' (lib.fe.gtn_material.phase_mixture); "
+                      "identity when grid = N")
+
+#: Coarsening rules by name (the stage stores the description).
+COARSENINGS = {"block_mean": COARSENING_RULE, "phase_mixture": PHASE_MIXTURE_RULE}
 
 #: Samples per task when labelling on a Dask cluster.
 DASK_BATCH = 4
@@ -180,6 +193,28 @@ def coarsen_images(images: Any, grid: int) -> np.ndarray:
     block = arr.shape[1] // grid
     means = arr.reshape(len(arr), grid, block, grid, block).mean(axis=(2, 4))
     return (means >= 0.5).astype(np.uint8)
+
+
+def coarsen_shares(images: Any, grid: int) -> np.ndarray:
+    """Martensite pixels per FE element, ``(n, N, N)`` binary -> ``(n, grid, grid)`` uint8 in
+    ``0 .. (N/grid)^2`` (the phase index of :func:`lib.fe.gtn_material.mixture_phases`).
+
+    >>> coarsen_shares(np.eye(4, dtype=np.uint8)[None], 2).tolist()
+    [[[2, 0], [0, 2]]]
+    """
+    arr = coarsen_images(images, np.asarray(images).shape[1])  # validation only (identity)
+    grid = _check_grid(grid, arr.shape[1])
+    block = arr.shape[1] // grid
+    if block * block > 255:
+        raise ValueError(f"phase_mixture coarsening supports blocks up to 15x15 pixels, got "
+                         f"{block}x{block} (grid {grid} of {arr.shape[1]})")
+    return arr.reshape(len(arr), grid, block, grid, block).sum(axis=(2, 4)).astype(np.uint8)
+
+
+def _check_coarsening(coarsening: Any) -> str:
+    if coarsening not in COARSENINGS:
+        raise ValueError(f"unknown coarsening {coarsening!r}: choose one of {sorted(COARSENINGS)}")
+    return coarsening
 
 
 def profile_criteria(profile: Profile | str) -> FractureCriteria:
@@ -356,7 +391,7 @@ def _from_result(result: RVEResult, criteria: FractureCriteria, grid: int,
     return out
 
 
-def _solver(grid: int, phases: tuple[GTNParameters, GTNParameters], criteria: FractureCriteria,
+def _solver(grid: int, phases: tuple[GTNParameters, ...], criteria: FractureCriteria,
             stepping: LoadStepping) -> GTNRVE:
     """This process's GTNRVE for the configuration (built on first use, then reused)."""
     key = (grid, phases, criteria, stepping)
@@ -367,7 +402,7 @@ def _solver(grid: int, phases: tuple[GTNParameters, GTNParameters], criteria: Fr
 
 def label_structure(fe_image: np.ndarray, criteria: FractureCriteria = FractureCriteria(),
                     stepping: LoadStepping = LoadStepping(),
-                    phases: tuple[GTNParameters, GTNParameters] = (FERRITE, MARTENSITE),
+                    phases: tuple[GTNParameters, ...] = (FERRITE, MARTENSITE),
                     max_len: int = HISTORY_LENGTH, load_drop_map: bool = False) -> dict[str, Any]:
     """Labels of one FE image ``(grid, grid)`` uint8 (already coarsened), run here.
 
@@ -383,13 +418,13 @@ def label_structure(fe_image: np.ndarray, criteria: FractureCriteria = FractureC
     except Exception as err:  # noqa: BLE001 - recorded per sample by design (SPEC A2)
         out = _empty_sample(grid, max_len, load_drop_map)
         out["status"] = f"failed: {type(err).__name__}: {err}"[:_MAX_STATUS]
-    out["fe_martensite_fraction"] = float(np.mean(fe_image))
+    out["fe_martensite_fraction"] = float(np.mean(fe_image)) / (len(phases) - 1)
     out["seconds"] = time.perf_counter() - t0
     return out
 
 
 def label_batch(fe_images: np.ndarray, criteria: FractureCriteria, stepping: LoadStepping,
-                phases: tuple[GTNParameters, GTNParameters], max_len: int = HISTORY_LENGTH,
+                phases: tuple[GTNParameters, ...], max_len: int = HISTORY_LENGTH,
                 threads: int = 1, load_drop_map: bool = False) -> list[dict[str, Any]]:
     """:func:`label_structure` for each of ``fe_images: (n, grid, grid)``, with ``threads``
     BLAS/MKL threads (the unit of work of one joblib or Dask task)."""
@@ -415,15 +450,19 @@ def label_structures(images: Any, grid: int, criteria: FractureCriteria = Fractu
                      phases: tuple[GTNParameters, GTNParameters] = (FERRITE, MARTENSITE),
                      max_len: int = HISTORY_LENGTH, threads_per_worker: int = 1,
                      scheduler_address: str | None = None,
-                     load_drop_map: bool = False) -> dict[str, np.ndarray]:
+                     load_drop_map: bool = False,
+                     coarsening: str = "block_mean") -> dict[str, np.ndarray]:
     """Fracture labels of ``images: (n, N, N)`` (1 = martensite) on a ``grid`` x ``grid`` FE mesh.
 
-    The images are coarsened with :func:`coarsen` and run over ``n_jobs`` worker processes
+    The images are coarsened with :func:`coarsen` (``coarsening="block_mean"``) or kept as
+    per-element martensite shares with mixture phases (``"phase_mixture"``,
+    :func:`coarsen_shares`; the same as block_mean at ``grid = N``) and run over ``n_jobs`` worker processes
     (-1 = all cores; 1 = here) or, with ``scheduler_address`` (or ``STUDY_DASK_SCHEDULER``), on
     a Dask cluster. Returns the arrays listed in the module docstring, rows in input order; the
     split only decides who computes which sample. ``load_drop_map``: also the void map at the
     load-drop state (``load_drop_void_map``).
     """
+    coarsening = _check_coarsening(coarsening)
     fe_images = coarsen_images(images, grid)
     if not isinstance(criteria, FractureCriteria):
         raise ValueError(f"criteria must be a FractureCriteria, got {type(criteria).__name__}")
@@ -434,6 +473,10 @@ def label_structures(images: Any, grid: int, criteria: FractureCriteria = Fractu
         raise ValueError("phases must be two GTNParameters: (ferrite, martensite)")
     if isinstance(max_len, bool) or not isinstance(max_len, (int, np.integer)) or max_len < 16:
         raise ValueError(f"max_len must be an integer >= 16, got {max_len!r}")
+    block = np.asarray(images).shape[1] // grid
+    if coarsening == "phase_mixture" and block > 1:
+        fe_images = coarsen_shares(images, grid)
+        phases = mixture_phases(phases[0], phases[1], block * block + 1)
     address = cluster.scheduler_address(scheduler_address)
     n_workers = (os.cpu_count() or 1) if n_jobs == -1 else max(1, int(n_jobs))
     args = (criteria, stepping, phases, int(max_len), threads_per_worker, bool(load_drop_map))
@@ -464,7 +507,8 @@ def fracture_labels(profile: Profile | str, database_path: Path, *, grid: int | 
                     stepping: LoadStepping = LoadStepping(),
                     phases: tuple[GTNParameters, GTNParameters] = (FERRITE, MARTENSITE),
                     n_jobs: int | None = None, scheduler_address: str | None = None,
-                    threads_per_worker: int = 1, progress: bool = True) -> Path:
+                    threads_per_worker: int = 1, progress: bool = True,
+                    coarsening: str = "block_mean") -> Path:
     """Stage ``fracture_labels``: GTN fracture labels of every structure of a dual-phase dataset.
 
     ``database_path`` is the :func:`lib.microstructures.dual_phase.dual_phase_dataset` stage
@@ -490,12 +534,13 @@ def fracture_labels(profile: Profile | str, database_path: Path, *, grid: int | 
     criteria = profile_criteria(prof) if criteria is None else criteria
     n_jobs = prof.n_jobs if n_jobs is None else n_jobs
     phases = tuple(phases)
+    rule = COARSENINGS[_check_coarsening(coarsening)]
     params: dict[str, Any] = {
         "version": FRACTURE_LABELS_VERSION,
         "n_samples": len(images),
         "image_size": int(images.shape[1]),
         "grid": grid,
-        "coarsening": COARSENING_RULE,
+        "coarsening": rule,
         "criteria": _params_dict(criteria),
         "stepping": _params_dict(stepping),
         "phases": [_params_dict(p) for p in phases],
@@ -508,7 +553,7 @@ def fracture_labels(profile: Profile | str, database_path: Path, *, grid: int | 
         "max_strain": float(criteria.max_strain),
         "criteria": _params_dict(criteria),
         "phases": [_params_dict(p) for p in phases],
-        "coarsening": COARSENING_RULE,
+        "coarsening": rule,
         "model": (f"periodic RVE, {grid}x{grid} bilinear quadrilaterals with B-bar, small strain, "
                   f"plane strain, uniaxial tension along x (mean sigma_yy = sigma_xy = 0), GTN "
                   f"in both phases (lib.fe.gtn_rve, lib.fe.gtn_material)"),
@@ -521,7 +566,8 @@ def fracture_labels(profile: Profile | str, database_path: Path, *, grid: int | 
         prof.name, STAGE_NAME, params, n_items=len(images),
         compute_chunk=lambda a, b: label_structures(
             images[a:b], grid, criteria, n_jobs, stepping=stepping, phases=phases,
-            threads_per_worker=threads_per_worker, scheduler_address=scheduler_address),
+            threads_per_worker=threads_per_worker, scheduler_address=scheduler_address,
+            coarsening=coarsening),
         chunk_size=prof.label_chunk, upstream=[read_key(database_path)], attrs=attrs,
         progress=progress,
     )

@@ -193,6 +193,8 @@ __all__ = [
     "GTNUpdate",
     "FERRITE",
     "MARTENSITE",
+    "phase_mixture",
+    "mixture_phases",
     "gtn_update",
     "yield_function",
     "elastic_tangent",
@@ -394,6 +396,45 @@ _NPAR = 16
 #   plane-strain peak is sigma_xx = 2,011 MPa at eps_xx = 0.23.
 FERRITE = GTNParameters.swift(sigma_y=300.0, n=0.2, eps0=0.02, f0=0.001, name="ferrite")
 MARTENSITE = GTNParameters.swift(sigma_y=1300.0, n=0.1, eps0=0.01, f0=0.001, name="martensite")
+
+
+def phase_mixture(ferrite: GTNParameters, martensite: GTNParameters,
+                  share: float) -> GTNParameters:
+    """One GTN parameter set for an element holding martensite area ``share`` in [0, 1].
+
+    Rule of mixtures (equal strain, Voigt) on the Swift flow curve's initial yield stress
+    ``sigma_y``, its exponent ``n`` and ``eps0`` (``K`` follows from them), and linearly on
+    every other constant; ``share`` 0 and 1 return the two phases' values. Exact for layers
+    along the load, an upper bound on strength otherwise. Used by the ``phase_mixture``
+    coarsening of :mod:`lib.fe.fracture_labels` (an FE element spanning a block of pixels).
+    """
+    share = float(share)
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"martensite share must lie in [0, 1], got {share}")
+
+    def mix(a: float, b: float) -> float:
+        return (1.0 - share) * float(a) + share * float(b)
+
+    fields = {f: mix(getattr(ferrite, f), getattr(martensite, f))
+              for f in ("E", "nu", "q1", "q2", "q3", "fN", "eN", "sN", "f0", "fc", "fF",
+                        "residual_stiffness")}
+    if (ferrite.fu_star is None) != (martensite.fu_star is None):
+        raise ValueError("phase_mixture: fu_star must be None in both phases or in neither")
+    fields["fu_star"] = None if ferrite.fu_star is None else mix(ferrite.fu_star, martensite.fu_star)
+    sigma_y = mix(ferrite.K * ferrite.eps0 ** ferrite.n, martensite.K * martensite.eps0 ** martensite.n)
+    n, eps0 = mix(ferrite.n, martensite.n), mix(ferrite.eps0, martensite.eps0)
+    return GTNParameters.swift(sigma_y=sigma_y, n=n, eps0=eps0,
+                               name=f"{ferrite.name}+{share:.4f} {martensite.name}", **fields)
+
+
+def mixture_phases(ferrite: GTNParameters, martensite: GTNParameters,
+                   n_levels: int) -> tuple[GTNParameters, ...]:
+    """``n_levels`` parameter sets, level ``k`` holding martensite share ``k / (n_levels - 1)``
+    (:func:`phase_mixture`); level 0 is ``ferrite`` and the last ``martensite`` themselves."""
+    if isinstance(n_levels, bool) or not isinstance(n_levels, (int, np.integer)) or n_levels < 2:
+        raise ValueError(f"n_levels must be an integer >= 2, got {n_levels!r}")
+    inner = [phase_mixture(ferrite, martensite, k / (n_levels - 1)) for k in range(1, n_levels - 1)]
+    return (ferrite, *inner, martensite)
 
 
 # --------------------------------------------------------------------------

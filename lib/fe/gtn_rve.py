@@ -37,7 +37,7 @@ import scipy.sparse as sp
 
 from lib.fe.gtn_material import FERRITE, MARTENSITE, GTNParameters, GTNState, gtn_update
 from lib.fe.linear_solver import PardisoSolver
-from lib.fe.pixel_mesh import PeriodicPixelProblem, check_binary_image
+from lib.fe.pixel_mesh import PeriodicPixelProblem, check_binary_image, check_phase_image
 
 _GAUSS = np.array([-1.0, 1.0]) / np.sqrt(3.0)
 _NODE_SIGNS = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], dtype=float)  # CCW from bottom-left
@@ -260,8 +260,13 @@ class GTNRVE:
 
     # --- one tension run ---------------------------------------------------------------------
     def run(self, img: np.ndarray) -> RVEResult:
-        """Pull ``img: (N, N) uint8, 1 = martensite`` in uniaxial tension along x to fracture."""
-        pixels = check_binary_image(img, self.size)
+        """Pull ``img: (N, N) uint8, 1 = martensite`` in uniaxial tension along x to fracture.
+
+        With more than two ``phases`` (e.g. :func:`lib.fe.gtn_material.mixture_phases`),
+        ``img`` holds each pixel's phase index ``0 .. len(phases) - 1`` instead.
+        """
+        pixels = (check_binary_image(img, self.size) if len(self.phases) == 2
+                  else check_phase_image(img, self.size, len(self.phases)))
         phase = np.repeat(self.fe.pixels_to_cells(pixels).astype(np.int64), 4)
         st, crit = self.stepping, self.criteria
         state = GTNState.initial(phase.size, self.phases, phase)

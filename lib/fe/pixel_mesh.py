@@ -61,6 +61,17 @@ def check_binary_image(img: np.ndarray, size: int | None = None, name: str = "im
     return arr.astype(np.uint8)
 
 
+def check_phase_image(img: np.ndarray, size: int, n_phases: int, name: str = "img") -> np.ndarray:
+    """Validate an image of phase indices ``0 .. n_phases - 1``; return it as ``(N, N) uint8``."""
+    arr = np.asarray(img)
+    if arr.ndim != 2 or arr.shape != (size, size):
+        raise ValueError(f"{name} must be {size}x{size} pixels, got shape {arr.shape}")
+    if arr.dtype.kind not in "iu" or arr.min() < 0 or arr.max() >= n_phases:
+        raise ValueError(f"{name} must hold integer phase indices 0..{n_phases - 1}, got dtype "
+                         f"{arr.dtype}, values {np.unique(arr)[:5].tolist()}")
+    return arr.astype(np.uint8)
+
+
 class PeriodicPixelProblem:
     """SfePy linear-elastic problem with periodic fluctuations on an ``size`` x ``size`` pixel grid.
 
