@@ -338,3 +338,17 @@ def test_phase_mixture_equals_block_mean_on_block_aligned_structures():
     c = label_structures(thin, 8, CRITERIA, n_jobs=1, coarsening="phase_mixture")
     assert c["fe_martensite_fraction"][0] == pytest.approx(thin.mean())
     assert c["converged"][0]
+
+
+def test_fraction_preserving_coarsening_keeps_the_fraction_to_half_an_element():
+    rng = np.random.default_rng(2)
+    imgs = np.concatenate([(rng.random((4, 64, 64)) < p).astype(np.uint8) for p in (0.1, 0.45)])
+    for grid in (8, 16, 32):
+        fe = fl.coarsen_preserving_fraction(imgs, grid)
+        assert set(np.unique(fe)) <= {0, 1}
+        np.testing.assert_array_less(np.abs(fe.mean(axis=(1, 2)) - imgs.mean(axis=(1, 2))),
+                                     0.5 / grid**2 + 1e-12)
+    aligned = tiny_structures()  # 2-px block-aligned features: the same as block_mean
+    np.testing.assert_array_equal(fl.coarsen_preserving_fraction(aligned[:3], 8),
+                                  coarsen_images(aligned[:3], 8))
+    np.testing.assert_array_equal(fl.coarsen_preserving_fraction(aligned, 16), aligned)

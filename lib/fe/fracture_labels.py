@@ -81,6 +81,7 @@ __all__ = [
     "coarsen",
     "coarsen_images",
     "coarsen_shares",
+    "coarsen_preserving_fraction",
     "profile_criteria",
     "label_structure",
     "label_batch",
@@ -120,8 +121,15 @@ PHASE_MIXTURE_RULE = ("block mean over (N/grid) x (N/grid) pixels kept as the el
                       "of mixtures of the two phases' (lib.fe.gtn_material.phase_mixture); "
                       "identity when grid = N")
 
+#: The third: binary elements, as many martensite ones as the image's fraction asks for.
+FRACTION_PRESERVING_RULE = ("block mean over (N/grid) x (N/grid) pixels; the round(f grid^2) "
+                            "elements with the largest block means are martensite (ties: larger "
+                            "Gaussian-smoothed (sigma = N/grid px) fraction at the element centre "
+                            "first, then row-major order); identity when grid = N")
+
 #: Coarsening rules by name (the stage stores the description).
-COARSENINGS = {"block_mean": COARSENING_RULE, "phase_mixture": PHASE_MIXTURE_RULE}
+COARSENINGS = {"block_mean": COARSENING_RULE, "phase_mixture": PHASE_MIXTURE_RULE,
+               "fraction_preserving": FRACTION_PRESERVING_RULE}
 
 #: Samples per task when labelling on a Dask cluster.
 DASK_BATCH = 4
@@ -209,6 +217,36 @@ def coarsen_shares(images: Any, grid: int) -> np.ndarray:
         raise ValueError(f"phase_mixture coarsening supports blocks up to 15x15 pixels, got "
                          f"{block}x{block} (grid {grid} of {arr.shape[1]})")
     return arr.reshape(len(arr), grid, block, grid, block).sum(axis=(2, 4)).astype(np.uint8)
+
+
+def coarsen_preserving_fraction(images: Any, grid: int) -> np.ndarray:
+    """Binary ``(n, grid, grid)`` uint8 with the image's martensite fraction to 1/grid^2:
+    the ``round(f grid^2)`` elements of largest block mean are martensite (ties as
+    :data:`FRACTION_PRESERVING_RULE`). Thin layers that the block mean drops keep their share.
+
+    >>> thin = np.zeros((1, 8, 8), np.uint8); thin[0, 1] = 1; thin[0, 6] = 1   # two 1-px rows
+    >>> coarsen_preserving_fraction(thin, 4)[0].sum(axis=1).tolist()   # 16 px = 4 elements:
+    [0, 0, 0, 4]
+
+    (one whole layer, not two half ones; block_mean would keep both, doubling the fraction).
+    """
+    from scipy.ndimage import gaussian_filter
+
+    shares = coarsen_shares(images, grid).astype(float)
+    arr = np.asarray(images)
+    n, size = len(arr), arr.shape[1]
+    block = size // grid
+    if block == 1:
+        return arr.astype(np.uint8)
+    out = np.zeros((n, grid * grid), np.uint8)
+    centre = np.arange(grid) * block + block // 2
+    for i in range(n):
+        smooth = gaussian_filter(arr[i].astype(float), sigma=block, mode="wrap")
+        tie = smooth[np.ix_(centre, centre)].ravel()
+        k = int(round(arr[i].mean() * grid * grid))
+        order = np.lexsort((np.arange(grid * grid), -tie, -shares[i].ravel()))
+        out[i, order[:k]] = 1
+    return out.reshape(n, grid, grid)
 
 
 def _check_coarsening(coarsening: Any) -> str:
@@ -477,6 +515,8 @@ def label_structures(images: Any, grid: int, criteria: FractureCriteria = Fractu
     if coarsening == "phase_mixture" and block > 1:
         fe_images = coarsen_shares(images, grid)
         phases = mixture_phases(phases[0], phases[1], block * block + 1)
+    elif coarsening == "fraction_preserving":
+        fe_images = coarsen_preserving_fraction(images, grid)
     address = cluster.scheduler_address(scheduler_address)
     n_workers = (os.cpu_count() or 1) if n_jobs == -1 else max(1, int(n_jobs))
     args = (criteria, stepping, phases, int(max_len), threads_per_worker, bool(load_drop_map))
