@@ -270,7 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the selected notebooks; return 0 on success, 1 when a notebook fails, 2 on bad input."""
+    """Run the selected notebooks; return 0 on success, 1 when a notebook fails, 2 on bad input,
+    130 when interrupted (Ctrl-C)."""
     ap = build_parser()
     args = ap.parse_args(argv)
     try:
