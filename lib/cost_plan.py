@@ -140,6 +140,8 @@ MEASURED_DEFAULT_MINUTES: dict[str, Measured] = {
     f"{NOTEBOOKS[3]}+{NOTEBOOKS[4]}": Measured(
         53.0, f"{R}/{B}: notebooks 04 + 05 \"≈ 32 + 21 = 53 min\" cold"),
     NOTEBOOKS[6]: Measured(24.4, f"{B}: notebook 07 \"1,461 s (24.4 min) wall\" cold"),
+    NOTEBOOKS[8]: Measured(4.5, f"{B}: notebook 09 \"269 s\" at default on the cached Part B "
+                                "stages (run_all.py --only 06,08,09)"),
 }
 
 

@@ -195,11 +195,16 @@ def limits(case: str, fraction: float = 0.395) -> dict[str, float]:
     return {"square-symmetric (Levin + HS) lower α": thermal_expansion_bounds(fraction, mat)[0]}
 
 
+#: The XAI share of the way is reported only where TO beats the database's best by more than
+#: this (relative): below it the denominator is discretization noise (Case 3 at its bound).
+SHARE_MIN_GAIN = 0.01
+
+
 def comparison_rows(xai: Mapping[str, Mapping[str, Any]], runs: Mapping[str, CaseRuns]
                     ) -> list[dict[str, Any]]:
     """Per case: best database sample, best balanced XAI design, TO optimum (score = the
     weaker direction) and the XAI design's share of the way from the database's best to the
-    TO optimum."""
+    TO optimum (NaN where TO gains less than :data:`SHARE_MIN_GAIN` on the database)."""
     rows = []
     for case, r in runs.items():
         x = xai[case]
@@ -210,7 +215,9 @@ def comparison_rows(xai: Mapping[str, Mapping[str, Any]], runs: Mapping[str, Cas
         xai_score = float(x["metrics"]["score"][picks[0]]) if len(picks) else float("nan")
         start = r.best(goal)
         to_score = float(weaker_direction(r.values[start][None], goal)[0])
-        share = (xai_score - db_best) / (to_score - db_best) if to_score != db_best else float("nan")
+        gain = (to_score - db_best) * (1.0 if goal == "max" else -1.0)
+        share = ((xai_score - db_best) / (to_score - db_best)
+                 if gain > SHARE_MIN_GAIN * abs(db_best) else float("nan"))
         rows.append({"case": case, "goal": goal, "database_best": db_best, "xai_best": xai_score,
                      "to_best": to_score, "to_start": start, "to_kept": r.kept(start),
                      "xai_share": share, "limits": limits(case)})
@@ -228,8 +235,10 @@ def format_comparison(rows: Sequence[Mapping[str, Any]]) -> str:
                "case3": "min max(αx, αy)"}[r["case"]]
         lim = "; ".join(f"{k} {v * s:.4g}" for k, v in r["limits"].items())
         kept = "" if r["to_kept"] else ", not kept"
+        share = (f"{100 * r['xai_share']:.0f} %" if np.isfinite(r["xai_share"])
+                 else f"– (TO gains < {100 * SHARE_MIN_GAIN:g} % on the database)")
         lines.append(f"| {r['case']} | {obj} {unit} | {r['database_best'] * s:.4g} | {r['xai_best'] * s:.4g} "
-                     f"| {r['to_best'] * s:.4g} ({r['to_start']}{kept}) | {100 * r['xai_share']:.0f} % | {lim} |")
+                     f"| {r['to_best'] * s:.4g} ({r['to_start']}{kept}) | {share} | {lim} |")
     return "\n".join(lines)
 
 

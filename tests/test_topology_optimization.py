@@ -215,3 +215,17 @@ def test_run_case_relabels_and_keeps():
     c = engineering_constants(ref.stiffness)
     np.testing.assert_allclose(runs.values["uniform"], [c["Ex"], c["Ey"]], rtol=1e-9)
     assert runs.best("max") == "uniform" and runs.kept("uniform")
+
+
+def test_comparison_reports_no_share_where_to_does_not_beat_the_database():
+    from lib import topology_study as ts
+
+    row = {"case": "case3", "goal": "min", "database_best": 12.12e-6, "xai_best": 12.13e-6,
+           "to_best": 12.13e-6, "to_start": "xai", "to_kept": True, "xai_share": float("nan"),
+           "limits": {"lower α": 12.06e-6}}
+    text = ts.format_comparison([row, {**row, "case": "case1", "goal": "max",
+                                       "database_best": 141.5e3, "xai_best": 142.9e3,
+                                       "to_best": 155.1e3, "xai_share": 1.4 / 13.6,
+                                       "limits": {}}])
+    assert "– (TO gains < 1 % on the database)" in text.splitlines()[2]
+    assert "| 10 % |" in text.splitlines()[3] and "155.1 (xai)" in text

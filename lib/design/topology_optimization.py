@@ -452,7 +452,8 @@ def optimize(hom: DensityHomogenizer, case: str, x0: np.ndarray, settings: TOSet
     history: dict[str, list[float]] = {"objective": [], "fraction": [], "beta": [], "penalty": []}
     state, t = None, None
     total = len(settings.betas) * settings.iterations_per_beta
-    bar = tqdm(total=total, desc=f"SIMP {case}", disable=not progress, leave=False)
+    bar = tqdm(total=total, desc=f"SIMP {case}", disable=not progress, leave=False,
+               mininterval=2.0)
     # variables (x, t): min -sign t  s.t.  sign (t - g_k) <= 0, fraction window
     df0 = np.zeros(n + 1)
     df0[n] = -sign
