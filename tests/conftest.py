@@ -32,7 +32,7 @@ def tmp_study_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str,
     return dirs
 
 
-#: generous: the smoke profile's target is 5 minutes on 2 cores
+#: generous: a cold smoke run takes about 7.5 minutes on 2 cores (README)
 SMOKE_TIMEOUT_S = 30 * 60
 
 
