@@ -326,13 +326,14 @@ def test_coarsen_shares_keeps_the_fraction_exactly():
 
 def test_phase_mixture_equals_block_mean_on_block_aligned_structures():
     """Pure blocks get levels 0 and (N/grid)^2, i.e. exactly ferrite and martensite: the same
-    labels bit for bit; and the FE fraction is the image's."""
+    labels to round-off (the multi-phase update may sum in another order); and the FE fraction
+    is the image's."""
     imgs = tiny_structures()[[0, 2]]  # layers rows 4-9 and a grain 4-11: aligned with 2-px blocks
     a = label_structures(imgs, 8, CRITERIA, n_jobs=1)
     b = label_structures(imgs, 8, CRITERIA, n_jobs=1, coarsening="phase_mixture")
     for key in ("fracture_strain", "load_drop_strain", "tensile_strength", "void_map",
                 "fe_martensite_fraction"):
-        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-12, atol=1e-15, err_msg=key)
     thin = tiny_structures()[[1]].copy()
     thin[0, :, 9] = 0  # layers across x, columns 4-8: one column shared with ferrite
     c = label_structures(thin, 8, CRITERIA, n_jobs=1, coarsening="phase_mixture")
