@@ -36,7 +36,12 @@ the stage stores, per sample:
 
 The FE grid, the criteria, the GTN parameter sets, the load stepping and the coarsening rule
 are stage parameters (part of the key) and are stored in the stage attributes, so every output
-says which grid and which f̄_crit it belongs to.
+says which grid and which f̄_crit it belongs to. Coarsening rules (:data:`COARSENINGS`) for
+grids below the image size: ``block_mean`` (the default: an element is martensite where its
+block is at least half martensite; thin layers can vanish or widen), ``fraction_preserving``
+(binary, the image's fraction to half an element) and ``phase_mixture`` (each element keeps
+its block's share with rule-of-mixtures constants); ``bench/gtn_grid_agreement.py`` measures
+each against the 128² labels.
 
 The stored histories allow the label sensitivity analysis without rerunning anything:
 :func:`fracture_strain_at` (another f̄_crit, lower than the run's — higher values are only known
