@@ -301,16 +301,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.scheduler is not None or os.environ.get("STUDY_DASK_SCHEDULER"):
         from lib import cluster
 
-        address = args.scheduler or os.environ["STUDY_DASK_SCHEDULER"]
         try:
-            client = cluster.connect(cluster.check_address(address))
+            address = cluster.check_address(args.scheduler or os.environ[cluster.SCHEDULER_ENV])
+            client = cluster.connect(address)
         except (ValueError, ConnectionError) as err:
             print(f"run_all.py: error: {err}", file=sys.stderr)
             return 2
         with client:
             info = cluster.cluster_summary(client)
-        os.environ[cluster.SCHEDULER_ENV] = address.strip()
-        print(f"FE labelling on the Dask cluster at {address.strip()}: {info['workers']} "
+        os.environ[cluster.SCHEDULER_ENV] = address
+        print(f"FE labelling on the Dask cluster at {address}: {info['workers']} "
               f"worker(s), {info['threads']} thread(s)")
 
     if args.results_dir is not None:

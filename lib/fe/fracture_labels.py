@@ -82,6 +82,7 @@ __all__ = [
     "HISTORY_LENGTH",
     "COARSENING_RULE",
     "PHASE_MIXTURE_RULE",
+    "FRACTION_PRESERVING_RULE",
     "COARSENINGS",
     "coarsen",
     "coarsen_images",
@@ -185,8 +186,8 @@ def coarsen(img: Any, grid: int) -> np.ndarray:
     return (means >= 0.5).astype(np.uint8)
 
 
-def coarsen_images(images: Any, grid: int) -> np.ndarray:
-    """:func:`coarsen` for a stack ``(n, N, N)`` -> ``(n, grid, grid)`` uint8."""
+def _binary_stack(images: Any) -> np.ndarray:
+    """Validate a stack of binary images ``(n, N, N)``; return it as uint8."""
     arr = np.asarray(images)
     if arr.ndim != 3 or arr.shape[1] != arr.shape[2] or arr.shape[0] == 0:
         raise ValueError(f"images must have shape (n, N, N) with n >= 1, got {arr.shape}")
@@ -199,13 +200,23 @@ def coarsen_images(images: Any, grid: int) -> np.ndarray:
         raise ValueError(f"images must be binary (0 = ferrite, 1 = martensite); sample "
                          f"{int(np.nonzero(bad.any(axis=(1, 2)))[0][0])} holds values such as "
                          f"{np.unique(arr[bad])[:5].tolist()}")
-    arr = arr.astype(np.uint8)
+    return arr.astype(np.uint8)
+
+
+def _block_sums(arr: np.ndarray, grid: int) -> np.ndarray:
+    """Martensite pixels per (N/grid)^2 block of ``arr (n, N, N)`` -> ``(n, grid, grid)`` int64."""
+    block = arr.shape[1] // grid
+    return arr.reshape(len(arr), grid, block, grid, block).sum(axis=(2, 4), dtype=np.int64)
+
+
+def coarsen_images(images: Any, grid: int) -> np.ndarray:
+    """:func:`coarsen` for a stack ``(n, N, N)`` -> ``(n, grid, grid)`` uint8."""
+    arr = _binary_stack(images)
     grid = _check_grid(grid, arr.shape[1])
     if grid == arr.shape[1]:
         return arr
     block = arr.shape[1] // grid
-    means = arr.reshape(len(arr), grid, block, grid, block).mean(axis=(2, 4))
-    return (means >= 0.5).astype(np.uint8)
+    return (2 * _block_sums(arr, grid) >= block * block).astype(np.uint8)  # block mean >= 0.5
 
 
 def coarsen_shares(images: Any, grid: int) -> np.ndarray:
@@ -215,13 +226,13 @@ def coarsen_shares(images: Any, grid: int) -> np.ndarray:
     >>> coarsen_shares(np.eye(4, dtype=np.uint8)[None], 2).tolist()
     [[[2, 0], [0, 2]]]
     """
-    arr = coarsen_images(images, np.asarray(images).shape[1])  # validation only (identity)
+    arr = _binary_stack(images)
     grid = _check_grid(grid, arr.shape[1])
     block = arr.shape[1] // grid
     if block * block > 255:
         raise ValueError(f"phase_mixture coarsening supports blocks up to 15x15 pixels, got "
                          f"{block}x{block} (grid {grid} of {arr.shape[1]})")
-    return arr.reshape(len(arr), grid, block, grid, block).sum(axis=(2, 4)).astype(np.uint8)
+    return _block_sums(arr, grid).astype(np.uint8)
 
 
 def coarsen_preserving_fraction(images: Any, grid: int) -> np.ndarray:
@@ -237,21 +248,27 @@ def coarsen_preserving_fraction(images: Any, grid: int) -> np.ndarray:
     """
     from scipy.ndimage import gaussian_filter
 
-    shares = coarsen_shares(images, grid).astype(float)
-    arr = np.asarray(images)
+    arr = _binary_stack(images)
+    grid = _check_grid(grid, arr.shape[1])
     n, size = len(arr), arr.shape[1]
     block = size // grid
     if block == 1:
-        return arr.astype(np.uint8)
+        return arr
+    shares = _block_sums(arr, grid).reshape(n, -1)
     out = np.zeros((n, grid * grid), np.uint8)
     centre = np.arange(grid) * block + block // 2
     for i in range(n):
         smooth = gaussian_filter(arr[i].astype(float), sigma=block, mode="wrap")
         tie = smooth[np.ix_(centre, centre)].ravel()
         k = int(round(arr[i].mean() * grid * grid))
-        order = np.lexsort((np.arange(grid * grid), -tie, -shares[i].ravel()))
+        order = np.lexsort((np.arange(grid * grid), -tie, -shares[i]))
         out[i, order[:k]] = 1
     return out.reshape(n, grid, grid)
+
+
+#: The FE image of each coarsening rule (phase_mixture: phase indices of mixture_phases).
+_COARSEN = {"block_mean": coarsen_images, "phase_mixture": coarsen_shares,
+            "fraction_preserving": coarsen_preserving_fraction}
 
 
 def _check_coarsening(coarsening: Any) -> str:
@@ -497,16 +514,16 @@ def label_structures(images: Any, grid: int, criteria: FractureCriteria = Fractu
                      coarsening: str = "block_mean") -> dict[str, np.ndarray]:
     """Fracture labels of ``images: (n, N, N)`` (1 = martensite) on a ``grid`` x ``grid`` FE mesh.
 
-    The images are coarsened with :func:`coarsen` (``coarsening="block_mean"``) or kept as
-    per-element martensite shares with mixture phases (``"phase_mixture"``,
-    :func:`coarsen_shares`; the same as block_mean at ``grid = N``) and run over ``n_jobs`` worker processes
+    The images are coarsened by the rule ``coarsening`` (:data:`COARSENINGS`: ``"block_mean"``,
+    :func:`coarsen`; ``"fraction_preserving"``, :func:`coarsen_preserving_fraction`;
+    ``"phase_mixture"``, per-element martensite shares with mixture phases,
+    :func:`coarsen_shares`; all the same at ``grid = N``) and run over ``n_jobs`` worker processes
     (-1 = all cores; 1 = here) or, with ``scheduler_address`` (or ``STUDY_DASK_SCHEDULER``), on
     a Dask cluster. Returns the arrays listed in the module docstring, rows in input order; the
     split only decides who computes which sample. ``load_drop_map``: also the void map at the
     load-drop state (``load_drop_void_map``).
     """
-    coarsening = _check_coarsening(coarsening)
-    fe_images = coarsen_images(images, grid)
+    fe_images = _COARSEN[_check_coarsening(coarsening)](images, grid)
     if not isinstance(criteria, FractureCriteria):
         raise ValueError(f"criteria must be a FractureCriteria, got {type(criteria).__name__}")
     if not isinstance(stepping, LoadStepping):
@@ -516,12 +533,9 @@ def label_structures(images: Any, grid: int, criteria: FractureCriteria = Fractu
         raise ValueError("phases must be two GTNParameters: (ferrite, martensite)")
     if isinstance(max_len, bool) or not isinstance(max_len, (int, np.integer)) or max_len < 16:
         raise ValueError(f"max_len must be an integer >= 16, got {max_len!r}")
-    block = np.asarray(images).shape[1] // grid
-    if coarsening == "phase_mixture" and block > 1:
-        fe_images = coarsen_shares(images, grid)
+    if coarsening == "phase_mixture":  # 2 levels (the phases themselves) at grid = N
+        block = np.asarray(images).shape[1] // grid
         phases = mixture_phases(phases[0], phases[1], block * block + 1)
-    elif coarsening == "fraction_preserving":
-        fe_images = coarsen_preserving_fraction(images, grid)
     address = cluster.scheduler_address(scheduler_address)
     n_workers = (os.cpu_count() or 1) if n_jobs == -1 else max(1, int(n_jobs))
     args = (criteria, stepping, phases, int(max_len), threads_per_worker, bool(load_drop_map))
