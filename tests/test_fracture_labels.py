@@ -12,6 +12,7 @@ from lib.fe.fracture_labels import (
     criterion_sensitivity,
     fracture_labels,
     fracture_strain_at,
+    label_structure,
     label_structures,
     load_drop_strain_at,
 )
@@ -353,3 +354,61 @@ def test_fraction_preserving_coarsening_keeps_the_fraction_to_half_an_element():
     np.testing.assert_array_equal(fl.coarsen_preserving_fraction(aligned[:3], 8),
                                   coarsen_images(aligned[:3], 8))
     np.testing.assert_array_equal(fl.coarsen_preserving_fraction(aligned, 16), aligned)
+
+
+# --- labels resting on the stabilization are marked ------------------------------------------
+def _damped_result(share_at_end: float) -> RVEResult:
+    """A run whose stabilization starts at E_xx = 0.1 and ends with ``share_at_end`` of the work."""
+    strain = np.linspace(0.0, 0.2, 21)
+    stress = 900.0 * np.sin(np.pi * strain / 0.25)       # peak at 0.125, drop past 0.2 by 0.2
+    macro = np.concatenate([[0.0], np.cumsum(0.5 * (stress[1:] + stress[:-1]) * np.diff(strain))])
+    damping = np.where(strain > 0.1, (strain - 0.1) / 0.1, 0.0) * share_at_end * macro[-1]
+    return RVEResult(strain=strain, stress=stress, lateral_strain=-0.4 * strain,
+                     mean_void=np.linspace(0.001, 0.012, 21), fracture_strain=np.nan,
+                     load_drop_strain=np.nan, tensile_strength=float(stress.max()),
+                     void_map=np.zeros((8, 8)), status="converged", n_increments=20, n_newton=60,
+                     n_cuts=0, damping_work=damping, macro_work=macro, hill_strain=0.15,
+                     stabilization_energy_fraction=share_at_end, stabilized_from=0.1)
+
+
+def test_labels_past_the_nonphysical_limit_are_marked_and_not_used():
+    criteria = FractureCriteria(mean_void_critical=0.005, load_drop=0.2, nonphysical_limit=0.05)
+    clean = fl._from_result(_damped_result(0.01), criteria, 8, 64)
+    damped = fl._from_result(_damped_result(0.5), criteria, 8, 64)
+    # f̄ reaches 0.005 at E_xx = 0.0727, before the stabilization: unaffected either way
+    for lab in (clean, damped):
+        assert lab["fracture_strain"] == pytest.approx(0.004 / 0.011 * 0.2)
+        assert lab["fracture_strain_nonphysical_share"] == 0.0
+        assert lab["hill_strain"] == 0.15
+    assert clean["marked"] == "" and np.isfinite(clean["load_drop_strain"])
+    # the peak (0.12) and the load drop (0.176) rest on it: shares are the works' ratio there
+    run = _damped_result(0.5)
+    peak = int(np.argmax(run.stress))
+    drop = int(np.ceil(np.round(clean["load_drop_strain"] / 0.01, 9)))  # first increment past it
+    assert run.strain[peak] == pytest.approx(0.12, abs=0.011) and drop == 18
+    for key, i in (("tensile_strength", peak), ("load_drop_strain", drop)):
+        assert damped[f"{key}_nonphysical_share"] == pytest.approx(
+            run.damping_work[i] / run.macro_work[i], rel=1e-12)
+        assert damped[f"{key}_nonphysical_share"] > 0.05
+    assert np.isnan(damped["tensile_strength"]) and np.isnan(damped["load_drop_strain"])
+    assert "tensile_strength" in damped["marked"] and "load_drop_strain" in damped["marked"]
+    assert "> 5%" in damped["marked"] and damped["converged"]
+
+
+def test_real_stabilized_run_reports_its_share_per_label():
+    """Forced stabilization from the start on a laminate: every label carries some damping; a
+    limit below it marks them, the default 5 % does not (the share is ~2e-5)."""
+    from lib.fe.gtn_rve import LoadStepping
+    img = np.zeros((8, 8), np.uint8)
+    img[2:5] = 1
+    stepping = LoadStepping(initial=2e-3, maximum=2e-3, grow=1.0, stabilize_below=4e-3)
+    loose = label_structure(img, FractureCriteria(mean_void_critical=0.0012, load_drop=0.2,
+                                                  max_strain=0.05), stepping)
+    strict = label_structure(img, FractureCriteria(mean_void_critical=0.0012, load_drop=0.2,
+                                                   max_strain=0.05, nonphysical_limit=1e-9),
+                             stepping)
+    share = loose["fracture_strain_nonphysical_share"]
+    assert 0 < share < 1e-3 and np.isfinite(loose["fracture_strain"]) and loose["marked"] == ""
+    assert np.isnan(strict["fracture_strain"]) and strict["fracture_strain"] != loose["fracture_strain"]
+    assert strict["marked"].startswith("fracture_strain")
+    assert strict["fracture_strain_nonphysical_share"] == pytest.approx(share)

@@ -114,3 +114,40 @@ def test_laminate_of_mixture_phases_is_the_mean_of_their_material_points():
     np.testing.assert_allclose(result.stress[1:], np.mean(curves, axis=0), rtol=1e-6)
     with pytest.raises(ValueError, match="phase indices 0..4"):
         rve.run(np.full((8, 8), 5, np.uint8))
+
+
+def test_mean_void_history_starts_at_the_initial_porosity():
+    img = np.zeros((8, 8), np.uint8)
+    img[2:5] = 1
+    result = fixed_step_rve(8, max_strain=0.02).run(img)
+    assert result.mean_void[0] == pytest.approx(3 / 8 * MARTENSITE.f0 + 5 / 8 * FERRITE.f0, rel=1e-12)
+    assert np.all(np.diff(result.mean_void) >= 0)
+
+
+def test_hill_check_agrees_with_dense_eigenvalues_and_stays_off_while_hardening():
+    """hill_strain is the first converged increment whose K_uu has an indefinite symmetric part:
+    checked against numpy's dense eigenvalues of the same matrix at every increment, on a
+    uniform ferrite RVE pulled past its material-point peak (E_xx ~ 0.53) until its softening
+    admits a non-uniform mode. While the material hardens (to 0.3) the check never fires."""
+    assert np.isnan(fixed_step_rve(4, max_strain=0.3).run(np.zeros((4, 4), np.uint8)).hill_strain)
+    rve = GTNRVE(8, criteria=FractureCriteria(mean_void_critical=0.9, load_drop=0.9, max_strain=1.0),
+                 stepping=LoadStepping(initial=0.02, maximum=0.02, grow=1.0, tolerance=1e-9))
+    dense_min: list[float] = []
+    check = rve.hill_indefinite
+
+    def spy(tangent):
+        matrix = rve._tangent(tangent)[0].toarray()
+        dense_min.append(np.linalg.eigvalsh(0.5 * (matrix + matrix.T)).min())
+        return check(tangent)
+
+    rve.hill_indefinite = spy
+    result = rve.run(np.zeros((8, 8), np.uint8))
+    first = int(np.argmax(np.asarray(dense_min) < 0))
+    assert dense_min[first] < 0 and min(dense_min[:first]) > 0
+    assert result.hill_strain == pytest.approx(result.strain[first + 1])
+    assert result.hill_strain > result.strain[np.argmax(result.stress)]  # past the peak
+    rve.hill_indefinite = check
+    off = GTNRVE(8, criteria=rve.criteria, stepping=rve.stepping, bifurcation_check=False)
+    unchecked = off.run(np.zeros((8, 8), np.uint8))
+    assert np.isnan(unchecked.hill_strain)
+    np.testing.assert_array_equal(unchecked.stress, result.stress)  # a diagnostic only

@@ -31,6 +31,15 @@ the stage stores, per sample:
                           run never needed it; see ``LoadStepping``); ``stabilized_from`` the
                           E_xx where it was switched on (NaN if never): a criterion reached
                           before it is unaffected
+``<label>_nonphysical_share`` for each of :data:`LABEL_KEYS`: the stabilization's share of the
+                          work up to that label's strain (the peak's for the tensile strength).
+                          A label over ``FractureCriteria.nonphysical_limit`` is **marked**: set
+                          to NaN (so never used) with the reason and its value in ``marked``
+                          ("" when nothing was)
+``hill_strain``           E_xx where the material tangent first had an indefinite symmetric part
+                          (Hill's sufficient condition for uniqueness fails, a bifurcation is
+                          possible; NaN if never): a label past it may rest on a bifurcation
+                          (reported, not removed; see ``GTNRVE.hill_indefinite``)
 ``n_increments``, ``n_newton``, ``n_cuts``, ``seconds`` (wall per sample) and the split
 ``seconds_constitutive``, ``seconds_assembly``, ``seconds_solve``.
 
@@ -110,7 +119,7 @@ __all__ = [
 STAGE_NAME = "fracture_labels"
 
 #: Bump when the labelling changes in a way that changes the stored labels (part of the key).
-FRACTURE_LABELS_VERSION = 3
+FRACTURE_LABELS_VERSION = 4  # 4: labels over the non-physical limit marked; f̄ history from f0
 
 #: Points per stored history (increments + 1). The prototype of SPEC A2 needed up to ~600
 #: increments at 64x64 and ~2,000 at 128x128 before adaptive stepping; longer runs are thinned.
@@ -139,6 +148,9 @@ COARSENINGS = {"block_mean": COARSENING_RULE, "phase_mixture": PHASE_MIXTURE_RUL
 
 #: Samples per task when labelling on a Dask cluster.
 DASK_BATCH = 4
+
+#: The labels of a run, each checked against ``FractureCriteria.nonphysical_limit``.
+LABEL_KEYS = ("fracture_strain", "load_drop_strain", "tensile_strength")
 
 _HISTORY_KEYS = ("strain", "stress", "mean_void", "lateral_strain")
 _SECONDS_KEYS = ("constitutive", "assembly", "solve")
@@ -389,7 +401,10 @@ def _empty_sample(grid: int, max_len: int, load_drop_map: bool = False) -> dict[
         "status": "failed: not run", "converged": False,
         "n_increments": 0, "n_newton": 0, "n_cuts": 0, "seconds": 0.0,
         "stabilization_energy_fraction": np.nan, "stabilized_from": np.nan,
+        "hill_strain": np.nan, "marked": "",
     }
+    for key in LABEL_KEYS:
+        out[f"{key}_nonphysical_share"] = np.nan
     for key in _HISTORY_KEYS:
         out[f"history_{key}"] = np.full(max_len, np.nan)
     for key in _SECONDS_KEYS:
@@ -436,16 +451,30 @@ def _from_result(result: RVEResult, criteria: FractureCriteria, grid: int,
         for key, values in hist.items():
             out[f"history_{key}"][: idx.size] = values[idx]
         out["history_length"] = int(idx.size)
+        # the share of each label's work that is the stabilization's; over the limit: marked
+        peak_strain = float(hist["strain"][int(np.argmax(hist["stress"]))])
+        marks = []
+        for key, strain in (("fracture_strain", fs), ("load_drop_strain", ld),
+                            ("tensile_strength", peak_strain)):
+            share = result.nonphysical_share(strain) if np.isfinite(out[key]) else np.nan
+            out[f"{key}_nonphysical_share"] = share
+            if share > criteria.nonphysical_limit:
+                marks.append(f"{key} {out[key]:.4g}: {share:.1%} of its work in the stabilization "
+                             f"> {criteria.nonphysical_limit:.0%}")
+                out[key] = np.nan
+        out["marked"] = "; ".join(marks)
     void_map = np.asarray(result.void_map, dtype=np.float32)
     if void_map.shape == (grid, grid):
         out["void_map"] = void_map
     if load_drop_map and result.load_drop_void_map is not None:
         out["load_drop_void_map"] = np.asarray(result.load_drop_void_map, dtype=np.float32)
+    out["marked"] = out["marked"][:_MAX_STATUS]
     out.update(status=status[:_MAX_STATUS], converged=not failed,
                n_increments=int(result.n_increments), n_newton=int(result.n_newton),
                n_cuts=int(result.n_cuts),
                stabilization_energy_fraction=float(result.stabilization_energy_fraction),
-               stabilized_from=float(result.stabilized_from))
+               stabilized_from=float(result.stabilized_from),
+               hill_strain=float(getattr(result, "hill_strain", np.nan)))
     for key in _SECONDS_KEYS:
         out[f"seconds_{key}"] = float(result.seconds.get(key, 0.0))
     return out
@@ -497,7 +526,7 @@ def _stack(samples: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
     """Per-sample dicts -> the stage's arrays (dtypes fixed here, so every chunk matches)."""
     dtypes = {"void_map": np.float32, "load_drop_void_map": np.float32, "history_length": np.int32,
               "history_thinned": bool, "converged": bool, "n_increments": np.int32, "n_newton": np.int32,
-              "n_cuts": np.int32, "status": str}
+              "n_cuts": np.int32, "status": str, "marked": str}
     out = {}
     for key in samples[0]:
         values = [s[key] for s in samples]

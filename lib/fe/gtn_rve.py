@@ -74,11 +74,18 @@ class FractureCriteria:
         paper's criterion; its value is not printed there — ours is calibrated, see notebook 02).
     load_drop: fraction of the peak mean stress lost at "elongation at break".
     max_strain: macroscopic E_xx at which a run stops in any case.
+    nonphysical_limit: the largest share of a label's work (up to its strain) that may be the
+        viscous stabilization's (:meth:`RVEResult.nonphysical_share`); a label past it is marked
+        and not used (:mod:`lib.fe.fracture_labels`). 5 %: Abaqus' rule of thumb for its
+        automatic stabilization is that the dissipated energy stay a small fraction (a few
+        percent) of the total (Abaqus Analysis User's Guide, "Automatic stabilization of static
+        problems").
     """
 
     mean_void_critical: float = 0.005
     load_drop: float = 0.2
     max_strain: float = 1.5
+    nonphysical_limit: float = 0.05
 
     def __post_init__(self) -> None:
         if not 0 < self.mean_void_critical < 1:
@@ -87,6 +94,8 @@ class FractureCriteria:
             raise ValueError(f"load_drop must lie in (0, 1), got {self.load_drop}")
         if not self.max_strain > 0:
             raise ValueError(f"max_strain must be positive, got {self.max_strain}")
+        if not 0 < self.nonphysical_limit <= 1:
+            raise ValueError(f"nonphysical_limit must lie in (0, 1], got {self.nonphysical_limit}")
 
 
 @dataclass(frozen=True)
@@ -128,7 +137,7 @@ class RVEResult:
     """One tension run.
 
     strain, stress, lateral_strain, mean_void: (n_increments + 1,) histories of E_xx, mean
-    sigma_xx (MPa), E_yy and f̄, starting at 0. fracture_strain: E_xx where f̄ reaches
+    sigma_xx (MPa), E_yy and f̄ from the unloaded state (f̄ starts at the initial porosity). fracture_strain: E_xx where f̄ reaches
     f̄_crit (NaN if not reached); load_drop_strain: E_xx where the mean stress has dropped by
     ``load_drop`` below its peak (NaN if not reached); tensile_strength: peak mean sigma_xx (MPa);
     void_map: (N, N) element-mean void volume fraction at the first increment with f̄ >= f̄_crit
@@ -137,7 +146,11 @@ class RVEResult:
     or "failed: <reason>"; counters and timings;
     stabilization_energy_fraction: work of the viscous stabilization over the macroscopic work of
     the whole run; stabilized_from: E_xx at which the stabilization was switched on (NaN if
-    never): a criterion reached before it is unaffected by it.
+    never): a criterion reached before it is unaffected by it; damping_work, macro_work:
+    (n_increments + 1,) cumulative works (MPa, per unit cell area) behind
+    :meth:`nonphysical_share`; hill_strain: E_xx of the first converged increment whose
+    material tangent has an indefinite symmetric part (:meth:`GTNRVE.hill_indefinite`; NaN if
+    none, or the check was off): past it a bifurcation of the path is possible.
     """
 
     strain: np.ndarray
@@ -157,6 +170,19 @@ class RVEResult:
     stabilization_energy_fraction: float = 0.0
     stabilized_from: float = float("nan")
     load_drop_void_map: np.ndarray | None = None
+    damping_work: np.ndarray | None = None
+    macro_work: np.ndarray | None = None
+    hill_strain: float = float("nan")
+
+    def nonphysical_share(self, strain: float) -> float:
+        """Work of the viscous stabilization over the macroscopic work up to the first converged
+        increment at or past ``strain`` (an E_xx, e.g. a label's): the share of the work behind
+        that label that is numerical, not physical (0 before the stabilization was switched on;
+        NaN for a NaN strain)."""
+        if not np.isfinite(strain) or self.damping_work is None:
+            return float("nan")
+        i = min(int(np.searchsorted(self.strain, strain - 1e-15)), len(self.strain) - 1)
+        return float(self.damping_work[i] / self.macro_work[i]) if self.macro_work[i] > 0 else 0.0
 
 
 def material_point_tension(params: GTNParameters, strain_steps: np.ndarray,
@@ -220,7 +246,7 @@ class GTNRVE:
 
     def __init__(self, size: int, phases: tuple[GTNParameters, GTNParameters] = (FERRITE, MARTENSITE),
                  criteria: FractureCriteria = FractureCriteria(),
-                 stepping: LoadStepping = LoadStepping()) -> None:
+                 stepping: LoadStepping = LoadStepping(), bifurcation_check: bool = True) -> None:
         self.fe = PeriodicPixelProblem(size)
         self.size = self.fe.size
         self.phases = tuple(phases)
@@ -230,7 +256,9 @@ class GTNRVE:
         offsets = self.fe.element_node_offsets * self.size
         if not np.allclose(offsets, (_NODE_SIGNS + 1) / 2):
             raise RuntimeError("pixel mesh: unexpected local node order")
-        self.solver = PardisoSolver("nonsymmetric")
+        self.solver = PardisoSolver("structurally_symmetric")
+        self.bifurcation_check = bifurcation_check
+        self._hill_solver = PardisoSolver("symmetric_indefinite") if bifurcation_check else None
         self._wbbar = self.bbar * self.weights[:, None, None]  # (4, 3, 8)
 
     # --- element-level operators -------------------------------------------------------------
@@ -258,6 +286,26 @@ class GTNRVE:
         k_e_e = np.einsum("q,eqij->ij", self.weights, tan)[1:, 1:]
         return matrix, k_u_e, k_e_u, k_e_e
 
+    def hill_indefinite(self, tangent: np.ndarray) -> bool:
+        """Whether the symmetric part of the material tangent stiffness K_uu of the periodic
+        fluctuation field (macroscopic strain held), built from the Gauss-point tangents
+        (n_cells * 4, 3, 3), has a negative eigenvalue; where it has, Hill's (1958) sufficient
+        condition for a unique solution of the incremental problem fails (for the bordered
+        problem too: its admissible fields include these), so the deformation path may bifurcate.
+
+        Exact and cheap in the common case: if every point's symmetric tangent is positive
+        definite (leading minors), so is K_uu's symmetric part and nothing is factorized;
+        otherwise the inertia of one symmetric indefinite factorization decides.
+        """
+        sym = 0.5 * (tangent + np.swapaxes(tangent, 1, 2))
+        minor2 = sym[:, 0, 0] * sym[:, 1, 1] - sym[:, 0, 1] ** 2
+        if np.all(sym[:, 0, 0] > 0) and np.all(minor2 > 0) and np.all(np.linalg.det(sym) > 0):
+            return False
+        tan = sym.reshape(self.fe.n_cells, 4, 3, 3)
+        k_elements = np.einsum("qia,eqij,qjb->eab", self._wbbar, tan, self.bbar, optimize=True)
+        self._hill_solver.factorize(self.fe.assemble_element_matrices(k_elements))
+        return self._hill_solver.inertia()[1] > 0
+
     # --- one tension run ---------------------------------------------------------------------
     def run(self, img: np.ndarray) -> RVEResult:
         """Pull ``img: (N, N) uint8, 1 = martensite`` in uniaxial tension along x to fracture.
@@ -273,12 +321,13 @@ class GTNRVE:
         u = np.zeros(self.fe.n_dofs)
         macro = np.zeros(3)
         du_rate, dmacro_rate = np.zeros_like(u), np.zeros(3)  # last increment per unit E_xx
-        history = {"strain": [0.0], "stress": [0.0], "lateral": [0.0], "void": [0.0]}
+        history = {"strain": [0.0], "stress": [0.0], "lateral": [0.0], "void": [float(state.f.mean())],
+                   "damping_work": [0.0], "macro_work": [0.0]}
+        hill_strain = float("nan")
         void_map = drop_map = None
-        seconds = {"constitutive": 0.0, "assembly": 0.0, "solve": 0.0}
+        seconds = {"constitutive": 0.0, "assembly": 0.0, "solve": 0.0, "bifurcation": 0.0}
         n_newton = n_cuts = 0
         newton_errors: list[list[float]] = []
-        identity = sp.identity(self.fe.n_dofs, format="csr")
         damping_work = macro_work = 0.0
         stabilized, stabilized_from = False, float("nan")
         step = st.initial
@@ -323,8 +372,8 @@ class GTNRVE:
                     break  # diverging: cut the step now rather than after max_newton iterations
                 t1 = time.perf_counter()
                 matrix, k_u_e, k_e_u, k_e_e = self._tangent(update.tangent)
-                if damping:
-                    matrix = matrix + damping * identity
+                if damping:  # in place: the FE pattern (structurally symmetric) is kept
+                    matrix.setdiag(matrix.diagonal() + damping)
                 t2 = time.perf_counter()
                 seconds["assembly"] += t2 - t1
                 self.solver.factorize(matrix)
@@ -356,6 +405,13 @@ class GTNRVE:
             history["stress"].append(mean_stress[0])
             history["lateral"].append(macro[1])
             history["void"].append(mean_void)
+            history["damping_work"].append(damping_work)
+            history["macro_work"].append(macro_work)
+            if self.bifurcation_check and np.isnan(hill_strain):
+                t0 = time.perf_counter()
+                if self.hill_indefinite(update.tangent):
+                    hill_strain = float(macro[0])
+                seconds["bifurcation"] += time.perf_counter() - t0
             if void_map is None and mean_void >= crit.mean_void_critical:
                 void_map = self.fe.cells_to_pixels(state.f.reshape(-1, 4).mean(axis=1))
             stresses = np.asarray(history["stress"])
@@ -382,4 +438,6 @@ class GTNRVE:
             n_cuts=n_cuts, seconds=seconds, newton_errors=newton_errors,
             stabilization_energy_fraction=damping_work / macro_work if macro_work > 0 else 0.0,
             stabilized_from=stabilized_from, load_drop_void_map=drop_map,
+            damping_work=np.asarray(history["damping_work"]), macro_work=np.asarray(history["macro_work"]),
+            hill_strain=hill_strain,
         )
