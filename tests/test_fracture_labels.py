@@ -412,3 +412,18 @@ def test_real_stabilized_run_reports_its_share_per_label():
     assert np.isnan(strict["fracture_strain"]) and strict["fracture_strain"] != loose["fracture_strain"]
     assert strict["marked"].startswith("fracture_strain")
     assert strict["fracture_strain_nonphysical_share"] == pytest.approx(share)
+
+
+def test_label_quality_counts_marked_labels_and_labels_past_the_hill_point():
+    criteria = FractureCriteria(mean_void_critical=0.005, load_drop=0.2)
+    labels = fl._stack([fl._from_result(_damped_result(share), criteria, 8, 64)
+                        for share in (0.01, 0.5)])
+    quality = fl.label_quality(labels)
+    assert quality["runs"] == {"n": 2, "hill": 2}
+    # fracture strains (0.073) lie before the Hill point (0.15), load drops (0.176) past it
+    assert quality["fracture_strain"] == {"labelled": 2, "marked": 0, "past_hill": 0}
+    assert quality["load_drop_strain"] == {"labelled": 1, "marked": 1, "past_hill": 1}
+    assert quality["tensile_strength"] == {"labelled": 1, "marked": 1, "past_hill": 0}
+    # the marked load drop stays out of the criterion study too
+    sens = fl.criterion_sensitivity(labels, 0.005, 0.2)
+    assert np.isfinite(sens["load_drop_strain"][0]) and np.isnan(sens["load_drop_strain"][1])

@@ -45,12 +45,14 @@ def test_uniform_ferrite_rve_follows_the_material_point():
     np.testing.assert_allclose(result.mean_void[1:], voids, rtol=1e-6, atol=1e-12)
 
 
-def test_laminate_along_x_is_the_mixture_of_its_layers():
+@pytest.mark.parametrize("size", [8, 32, 64, 128])
+def test_laminate_along_x_is_the_mixture_of_its_layers(size):
     """Layers along x each stay homogeneous: same eps_xx, sigma_yy = 0, so the mean stress is
-    the area-weighted mean of the two phases' plane-strain uniaxial curves."""
-    img = np.zeros((8, 8), np.uint8)
-    img[2:5] = 1  # three martensite rows out of eight
-    result = fixed_step_rve(8, max_strain=0.12).run(img)
+    the area-weighted mean of the two phases' plane-strain uniaxial curves — on every grid up
+    to the paper's 128²."""
+    img = np.zeros((size, size), np.uint8)
+    img[size // 4: 5 * size // 8] = 1  # three martensite rows out of eight
+    result = fixed_step_rve(size, max_strain=0.12).run(img)
     assert result.status == "converged"
     ferrite, lat_f, _ = material_point_tension(FERRITE, result.strain[1:])
     martensite, lat_m, _ = material_point_tension(MARTENSITE, result.strain[1:])
@@ -151,3 +153,38 @@ def test_hill_check_agrees_with_dense_eigenvalues_and_stays_off_while_hardening(
     unchecked = off.run(np.zeros((8, 8), np.uint8))
     assert np.isnan(unchecked.hill_strain)
     np.testing.assert_array_equal(unchecked.stress, result.stress)  # a diagnostic only
+
+
+@pytest.mark.parametrize("options", [{"void_increment": 1e-4}, {"bifurcation_check": False}],
+                         ids=["void_increment", "no_bifurcation_check"])
+def test_exact_checks_hold_with_every_solver_option(options):
+    """The uniform RVE and the laminate along x with each solver option (adaptive steps on the
+    void growth; the Hill check off), against the material points."""
+    stepping = LoadStepping(initial=0.005, maximum=0.01, tolerance=1e-9,
+                            void_increment=options.get("void_increment", 0.0))
+    check = options.get("bifurcation_check", True)
+    criteria = FractureCriteria(mean_void_critical=0.9, max_strain=0.12)
+    uniform = GTNRVE(4, criteria=criteria, stepping=stepping, bifurcation_check=check).run(
+        np.zeros((4, 4), np.uint8))
+    sigma, _, voids = material_point_tension(FERRITE, uniform.strain[1:])
+    np.testing.assert_allclose(uniform.stress[1:], sigma, rtol=1e-7)
+    np.testing.assert_allclose(uniform.mean_void[1:], voids, rtol=1e-6)
+    img = np.zeros((8, 8), np.uint8)
+    img[2:5] = 1
+    laminate = GTNRVE(8, criteria=criteria, stepping=stepping, bifurcation_check=check).run(img)
+    ferrite, _, _ = material_point_tension(FERRITE, laminate.strain[1:])
+    martensite, _, _ = material_point_tension(MARTENSITE, laminate.strain[1:])
+    np.testing.assert_allclose(laminate.stress[1:], 3 / 8 * martensite + 5 / 8 * ferrite, rtol=1e-6)
+
+
+def test_void_increment_refines_the_steps_where_voids_grow():
+    """With ``void_increment`` the mean void fraction grows by about that much per increment
+    once voids grow fast, instead of by whatever the iteration-count control allows."""
+    img = np.zeros((8, 8), np.uint8)
+    img[2:5] = 1
+    criteria = FractureCriteria(mean_void_critical=0.004, max_strain=0.2)
+    plain = GTNRVE(8, criteria=criteria).run(img)
+    fine = GTNRVE(8, criteria=criteria, stepping=LoadStepping(void_increment=2e-5)).run(img)
+    assert fine.n_increments > 2 * plain.n_increments
+    growth = np.diff(fine.mean_void)[5:]
+    assert np.median(growth) < 2 * 2e-5 < np.max(np.diff(plain.mean_void))

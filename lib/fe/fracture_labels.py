@@ -106,6 +106,7 @@ __all__ = [
     "load_drop_strain_at",
     "histories",
     "criterion_sensitivity",
+    "label_quality",
     "category_summary",
     "summary_table",
     "percentile_ratio",
@@ -639,6 +640,7 @@ def fracture_labels(profile: Profile | str, database_path: Path, *, grid: int | 
         "mean_void_critical": float(criteria.mean_void_critical),
         "load_drop": float(criteria.load_drop),
         "max_strain": float(criteria.max_strain),
+        "nonphysical_limit": float(criteria.nonphysical_limit),
         "criteria": _params_dict(criteria),
         "phases": [_params_dict(p) for p in phases],
         "coarsening": rule,
@@ -710,6 +712,9 @@ def criterion_sensitivity(labels: Mapping[str, np.ndarray], mean_void_critical: 
     ld_half = load_drop_strain_at(s, sig, load_drop / 2, length)
     # a failed run's values count only where reached before the failure: the histories hold
     # converged increments only, so nothing else is needed
+    # a label marked for resting on the stabilization stays out at the run's own criterion
+    for values, key in ((fs, "fracture_strain"), (ld, "load_drop_strain")):
+        values[~np.isfinite(np.asarray(labels[key], float))] = np.nan
     out: dict[str, Any] = {"fracture_strain": fs, "fracture_strain_half": fs_half,
                            "load_drop_strain": ld, "load_drop_strain_half": ld_half}
     out["rho_fbar_vs_half"] = spearman(fs, fs_half)
@@ -718,6 +723,33 @@ def criterion_sensitivity(labels: Mapping[str, np.ndarray], mean_void_critical: 
     out["spread"] = {k: percentile_ratio(out[k]) for k in
                      ("fracture_strain", "fracture_strain_half", "load_drop_strain",
                       "load_drop_strain_half")}
+    return out
+
+
+def label_quality(labels: Mapping[str, np.ndarray]) -> dict[str, dict[str, int]]:
+    """Per label of :data:`LABEL_KEYS`: how many samples have it (``labelled``), how many were
+    **marked** (over the non-physical limit: NaN, not used) and how many of the labelled ones
+    lie past the run's ``hill_strain`` (``past_hill``: a bifurcation was possible before the
+    label; the tensile strength counts when its peak lies past it). Also ``runs``, the number
+    of samples, and ``hill`` the runs with a finite ``hill_strain``. Stages written before
+    these fields existed report zeros for them."""
+    n = len(labels["fracture_strain"])
+    marked = np.asarray(labels.get("marked", np.full(n, "")), dtype=str)
+    hill = np.asarray(labels.get("hill_strain", np.full(n, np.nan)), float)
+    peak = np.full(n, np.nan)
+    for i in range(n):
+        length = int(labels["history_length"][i])
+        if length:
+            stress = np.asarray(labels["history_stress"][i][:length], float)
+            peak[i] = labels["history_strain"][i][int(np.argmax(stress))]
+    out: dict[str, dict[str, int]] = {"runs": {"n": n, "hill": int(np.isfinite(hill).sum())}}
+    for key in LABEL_KEYS:
+        value = np.asarray(labels[key], float)
+        strain = peak if key == "tensile_strength" else value
+        ok = np.isfinite(value)
+        out[key] = {"labelled": int(ok.sum()),
+                    "marked": int(sum(m.startswith(key) or f"; {key}" in m for m in marked)),
+                    "past_hill": int((ok & np.isfinite(hill) & (strain > hill)).sum())}
     return out
 
 
@@ -782,7 +814,8 @@ def stage_description(path: Path) -> dict[str, Any]:
 
     attrs = stage_attrs(path)
     return {k: attrs[k] for k in ("fe_grid", "mean_void_critical", "load_drop", "max_strain",
-                                  "coarsening", "model", "phases") if k in attrs}
+                                  "nonphysical_limit", "coarsening", "model", "phases")
+            if k in attrs}
 
 
 def describe_choices(path: Path) -> str:

@@ -18,6 +18,7 @@ _PHASE_SOLVE = 33
 # symmetric pattern, diagonal pivoting with perturbation); real symmetric indefinite (Bunch–Kaufman)
 _MTYPES = {"spd": 2, "nonsymmetric": 11, "structurally_symmetric": 1, "symmetric_indefinite": -2}
 _UPPER = ("spd", "symmetric_indefinite")  # kinds that pass only the upper triangle
+_NEWTON_KINDS = ("structurally_symmetric",)  # used inside Newton loops: no iterative refinement
 
 
 class PardisoSolver:
@@ -39,6 +40,14 @@ class PardisoSolver:
             raise ValueError(f"kind must be one of {sorted(_MTYPES)}, got {kind!r}")
         self.kind = kind
         self._pardiso = pypardiso.PyPardisoSolver(mtype=_MTYPES[kind])
+        if kind in _NEWTON_KINDS:
+            # own settings instead of PARDISO's defaults (iparm(1) = 0), which add two steps of
+            # iterative refinement to every solve (3 triangular solves instead of 1): here only
+            # when pivots were perturbed (iparm(8) = 0); nested dissection (iparm(2) = 2),
+            # pivot perturbation 1e-13 (iparm(10) = 13), no scaling or matching. Residuals stay
+            # ~1e-10 of the right-hand side, far below the Newton tolerances these solve for.
+            for position, value in ((1, 1), (2, 2), (8, 0), (10, 13)):
+                self._pardiso.set_iparm(position, value)
         self._pattern: tuple[np.ndarray, np.ndarray] | None = None
         self._factored: sp.csr_matrix | None = None
         self.n_analyses = 0
