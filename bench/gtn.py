@@ -308,7 +308,8 @@ def per_iteration(run: Run) -> str:
         value = seconds / run.n_newton * 1e3
         return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
 
-    parts = [ms(run.split.get(k, 0.0)) for k in ("constitutive", "assembly", "solve")]
+    keys = ("constitutive", "assembly", "solve") + (("bifurcation",) if "bifurcation" in run.split else ())
+    parts = [ms(run.split.get(k, 0.0)) for k in keys]
     share = run.split.get("assembly", 0.0) / total if total else float("nan")
     return f"{ms(total)} = {' + '.join(parts)} ms (assembly {100 * share:.0f} %)"
 
@@ -326,6 +327,8 @@ def main() -> None:
     parser.add_argument("--plain-cap", type=float, default=120.0, help="seconds per plain run")
     parser.add_argument("--plain-step", type=float, default=1e-3, help="fixed E_xx step of the plain loop")
     parser.add_argument("--plain-max-newton", type=int, default=25)
+    parser.add_argument("--no-bifurcation-check", action="store_true",
+                        help="run the pipeline without its Hill check (GTNRVE(bifurcation_check=False))")
     args = parser.parse_args()
     criteria = FractureCriteria(mean_void_critical=args.mean_void_critical, load_drop=args.load_drop)
     stepping = LoadStepping()
@@ -342,7 +345,8 @@ def main() -> None:
         runs: list[tuple[Run, Run | None]] = []
         for grid in args.grids:
             t0 = time.perf_counter()
-            rve = GTNRVE(grid, criteria=criteria, stepping=stepping)
+            rve = GTNRVE(grid, criteria=criteria, stepping=stepping,
+                         bifurcation_check=not args.no_bifurcation_check)
             setup = time.perf_counter() - t0
             print(f"\n{grid}x{grid}: pipeline set-up (SfePy problem, once per grid) {setup:.2f} s", flush=True)
             for seed, img128 in zip(args.seeds, images):
