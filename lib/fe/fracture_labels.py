@@ -463,19 +463,18 @@ def _from_result(result: RVEResult, criteria: FractureCriteria, grid: int,
                 marks.append(f"{key} {out[key]:.4g}: {share:.1%} of its work in the stabilization "
                              f"> {criteria.nonphysical_limit:.0%}")
                 out[key] = np.nan
-        out["marked"] = "; ".join(marks)
+        out["marked"] = "; ".join(marks)[:_MAX_STATUS]
     void_map = np.asarray(result.void_map, dtype=np.float32)
     if void_map.shape == (grid, grid):
         out["void_map"] = void_map
     if load_drop_map and result.load_drop_void_map is not None:
         out["load_drop_void_map"] = np.asarray(result.load_drop_void_map, dtype=np.float32)
-    out["marked"] = out["marked"][:_MAX_STATUS]
     out.update(status=status[:_MAX_STATUS], converged=not failed,
                n_increments=int(result.n_increments), n_newton=int(result.n_newton),
                n_cuts=int(result.n_cuts),
                stabilization_energy_fraction=float(result.stabilization_energy_fraction),
                stabilized_from=float(result.stabilized_from),
-               hill_strain=float(getattr(result, "hill_strain", np.nan)))
+               hill_strain=float(result.hill_strain))
     for key in _SECONDS_KEYS:
         out[f"seconds_{key}"] = float(result.seconds.get(key, 0.0))
     return out
@@ -734,7 +733,6 @@ def label_quality(labels: Mapping[str, np.ndarray]) -> dict[str, dict[str, int]]
     of samples, and ``hill`` the runs with a finite ``hill_strain``. Stages written before
     these fields existed report zeros for them."""
     n = len(labels["fracture_strain"])
-    marked = np.asarray(labels.get("marked", np.full(n, "")), dtype=str)
     hill = np.asarray(labels.get("hill_strain", np.full(n, np.nan)), float)
     peak = np.full(n, np.nan)
     for i in range(n):
@@ -747,8 +745,11 @@ def label_quality(labels: Mapping[str, np.ndarray]) -> dict[str, dict[str, int]]
         value = np.asarray(labels[key], float)
         strain = peak if key == "tensile_strength" else value
         ok = np.isfinite(value)
+        # marked = set to NaN after its share was measured (a share exists only for a label
+        # that was reached)
+        share = np.asarray(labels.get(f"{key}_nonphysical_share", np.full(n, np.nan)), float)
         out[key] = {"labelled": int(ok.sum()),
-                    "marked": int(sum(m.startswith(key) or f"; {key}" in m for m in marked)),
+                    "marked": int((~ok & np.isfinite(share)).sum()),
                     "past_hill": int((ok & np.isfinite(hill) & (strain > hill)).sum())}
     return out
 

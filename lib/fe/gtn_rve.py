@@ -281,12 +281,16 @@ class GTNRVE:
         residual_u = self.fe.assemble_element_vectors(np.einsum("qia,eqi->ea", self._wbbar, sig))
         return residual_u, np.einsum("q,eqi->i", self.weights, sig)  # |Y| = 1
 
+    def _stiffness(self, tan: np.ndarray) -> sp.csr_matrix:
+        """Reduced K_uu (CSR) = sum_e B̄^T D B̄ from Gauss-point tangents (n_cells, 4, 3, 3)."""
+        k_elements = np.einsum("qia,eqij,qjb->eab", self._wbbar, tan, self.bbar, optimize=True)
+        return self.fe.assemble_element_matrices(k_elements)
+
     def _tangent(self, tangent: np.ndarray):
         """Bordered tangent blocks from the Gauss-point tangents (n_cells * 4, 3, 3): K_uu (CSR),
         K_uE (n_dofs, 2) columns, K_Eu^T (n_dofs, 2) and K_EE (2, 2) for E = (E_yy, G_xy)."""
         tan = tangent.reshape(self.fe.n_cells, 4, 3, 3)
-        k_elements = np.einsum("qia,eqij,qjb->eab", self._wbbar, tan, self.bbar, optimize=True)
-        matrix = self.fe.assemble_element_matrices(k_elements)
+        matrix = self._stiffness(tan)
         k_u_e = np.column_stack([self.fe.assemble_element_vectors(np.einsum("qia,eqi->ea", self._wbbar, tan[..., j]))
                                  for j in (1, 2)])
         k_e_u = np.column_stack([self.fe.assemble_element_vectors(np.einsum("qia,eqi->ea", self._wbbar, tan[:, :, j, :]))
@@ -309,9 +313,7 @@ class GTNRVE:
         minor2 = sym[:, 0, 0] * sym[:, 1, 1] - sym[:, 0, 1] ** 2
         if np.all(sym[:, 0, 0] > 0) and np.all(minor2 > 0) and np.all(np.linalg.det(sym) > 0):
             return False
-        tan = sym.reshape(self.fe.n_cells, 4, 3, 3)
-        k_elements = np.einsum("qia,eqij,qjb->eab", self._wbbar, tan, self.bbar, optimize=True)
-        self._hill_solver.factorize(self.fe.assemble_element_matrices(k_elements))
+        self._hill_solver.factorize(self._stiffness(sym.reshape(self.fe.n_cells, 4, 3, 3)))
         return self._hill_solver.inertia()[1] > 0
 
     # --- one tension run ---------------------------------------------------------------------
