@@ -201,7 +201,10 @@ def test_interrupt_says_how_to_resume(study) -> None:
     proc = subprocess.Popen(
         [sys.executable, str(Path(run_all.__file__)), *_args(study, "--profile", "smoke")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"})
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        # a terminal's child gets SIGINT at its default; an earlier test of the suite can leave it
+        # ignored in this process, and an ignored signal stays ignored across exec
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not started.exists():  # notebook 02's kernel is in its sleep (a fixed wait was flaky under load)
         assert time.monotonic() < deadline and proc.poll() is None
