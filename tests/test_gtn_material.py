@@ -682,3 +682,139 @@ def test_phase_mixture_ends_are_the_phases_and_yield_stress_mixes_linearly():
         phase_mixture(FERRITE, MARTENSITE, 1.5)
     with pytest.raises(ValueError, match="n_levels must be an integer >= 2"):
         mixture_phases(FERRITE, MARTENSITE, 1)
+
+
+# ---------------------------------------------------------------------------
+# rate-dependent matrix (overstress power law, rate_sensitivity > 0)
+# ---------------------------------------------------------------------------
+def _rate(prm: GTNParameters, m: float, rate: float = 1e-3) -> GTNParameters:
+    return dataclasses.replace(prm, rate_sensitivity=m, reference_rate=rate)
+
+
+def _rate_states(n: int, seed: int):
+    """Random plastic states of both phases with their last increment (see random_states)."""
+    phase, eps, st = random_states(n, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    strain = eps + 2e-3 * np.array([1.0, -0.5, 0.0]) + rng.normal(0, 2e-4, eps.shape)
+    return phase, strain, st
+
+
+def test_rate_dependent_update_satisfies_the_rate_law():
+    """Backward Euler of the overstress law: at every plastic point the converged state lies on
+    the yield surface of sM = g(ebar_new) (1 + debar / (rate dt))^m, with the work equation
+    and the Swift g."""
+    m, dt = 0.02, 2.0
+    phases = tuple(_rate(p, m) for p in PHASES)
+    phase, strain, st = _rate_states(300, seed=31)
+    r = gtn_update(strain, st, phases, phase, time_increment=dt)
+    ok = r.converged & ~r.state.failed & (r.state.epsbar_p > st.epsbar_p)
+    assert ok.sum() > 100
+    for k in range(2):
+        sel = ok & (phase == k)
+        prm = phases[k]
+        deb = r.state.epsbar_p[sel] - st.epsbar_p[sel]
+        sM = prm.flow_stress(r.state.epsbar_p[sel]) * (1 + deb / (prm.reference_rate * dt)) ** m
+        s = r.stress[sel]
+        p = s[:, :3].mean(1)
+        q = von_mises(s)
+        fs = prm.fstar(r.state.f[sel])
+        phi = (q / sM) ** 2 + 2 * prm.q1 * fs * np.cosh(1.5 * prm.q2 * p / sM) - 1 - prm.q3 * fs ** 2
+        assert np.abs(phi).max() < 1e-9
+        # the overstress over the static flow stress is what the rate law says, up to ~m ln(rate)
+        over = sM / prm.flow_stress(r.state.epsbar_p[sel])
+        assert np.all(over > 1.0) and np.all(over < 1.2)
+
+
+def test_rate_dependence_vanishes_as_the_rate_sensitivity_goes_to_zero():
+    """m = 0 with a time increment is the rate-independent update bit for bit; for m -> 0 the
+    stress tends to it linearly in m (the first-order term m ln(1 + rate ratio))."""
+    phase, strain, st = _rate_states(300, seed=41)
+    base = gtn_update(strain, st, PHASES, phase)
+    same = gtn_update(strain, st, tuple(_rate(p, 0.0) for p in PHASES), phase, time_increment=1.0)
+    np.testing.assert_array_equal(same.stress, base.stress)
+    np.testing.assert_array_equal(same.tangent, base.tangent)
+    ok = base.converged & ~base.state.failed
+    errors = []
+    for m in (1e-2, 1e-3, 1e-4, 1e-5):
+        r = gtn_update(strain, st, tuple(_rate(p, m) for p in PHASES), phase, time_increment=1.0)
+        keep = ok & r.converged & ~r.state.failed
+        assert keep.sum() > 0.98 * ok.sum()
+        errors.append(np.abs(r.stress[keep] - base.stress[keep]).max() / 1000.0)
+    errors = np.asarray(errors)
+    assert errors[0] > 1e-3                       # m = 0.01 changes the stress visibly
+    np.testing.assert_allclose(errors[1:-1] / errors[2:], 10.0, rtol=0.1)  # first order in m
+    assert errors[-1] < 2e-3 * errors[0]
+
+
+def test_rate_dependent_tangent_matches_finite_differences():
+    """The consistent tangent with the viscous slope, single-step points of both phases (the
+    time increment is fixed, so d sigma / d strain_new is the whole derivative)."""
+    m, dt = 0.02, 2.0
+    phases = tuple(_rate(p, m) for p in PHASES)
+    phase, strain, st = _rate_states(300, seed=51)
+    r = gtn_update(strain, st, phases, phase, time_increment=dt)
+    keep = r.converged & ~r.state.failed
+    h = 1e-8
+    D = np.empty((keep.sum(), 3, 3))
+    for j in range(3):
+        e_p, e_m = strain[keep].copy(), strain[keep].copy()
+        e_p[:, j] += h
+        e_m[:, j] -= h
+        rp = gtn_update(e_p, st.take(keep), phases, phase[keep], time_increment=dt)
+        rm = gtn_update(e_m, st.take(keep), phases, phase[keep], time_increment=dt)
+        D[:, :, j] = (rp.stress[:, [0, 1, 3]] - rm.stress[:, [0, 1, 3]]) / (2 * h)
+    err = np.linalg.norm(r.tangent[keep] - D, axis=(1, 2)) / np.linalg.norm(D, axis=(1, 2))
+    plastic = r.state.epsbar_p[keep] > st.epsbar_p[keep]
+    assert plastic.sum() > 100
+    assert err.max() < 1e-5, np.sort(err)[-5:]
+
+
+def test_rate_dependent_tangent_of_substepped_points():
+    """Sub-stepped high-triaxiality points of a rate-dependent ferrite (each sub-step gets its
+    share of the time increment): the tangent chained through the sub-steps, where d sM/d
+    ebar_old keeps the static slope while d sM/d debar has the viscous one, matches central
+    differences."""
+    n = 300
+    rng = np.random.default_rng(21)
+    prm = _rate(FERRITE, 0.02)
+    dt = 5.0
+    st = GTNState.initial(n, prm)
+    st.f = rng.uniform(1e-5, 1e-4, n)
+    pre = (np.stack([np.ones(n), rng.uniform(-0.6, -0.3, n), rng.uniform(-0.3, 0.3, n)], 1)
+           * rng.uniform(0.0, 4e-3, n)[:, None])
+    for k in range(1, 5):
+        r = gtn_update(pre * k / 4, st, prm, time_increment=dt)
+        assert r.converged.all()
+        st = r.state
+    inc = (np.stack([np.ones(n), rng.uniform(-0.2, 1.0, n), rng.uniform(-0.5, 0.5, n)], 1)
+           * rng.uniform(4e-3, 1.5e-2, n)[:, None])
+    strain = pre + inc
+    diag = {}
+    r = gtn_update(strain, st, prm, time_increment=dt, diagnostics=diag)
+    assert r.converged.all()
+    h = 1e-8
+    D = np.empty((n, 3, 3))
+    stable = np.ones(n, dtype=bool)
+    for j in range(3):
+        out = []
+        for sgn in (1.0, -1.0):
+            e = strain.copy()
+            e[:, j] += sgn * h
+            dj = {}
+            rj = gtn_update(e, st, prm, time_increment=dt, diagnostics=dj)
+            stable &= (dj["substeps"] == diag["substeps"]) & (rj.state.failed == r.state.failed)
+            out.append(rj.stress[:, [0, 1, 3]])
+        D[:, :, j] = (out[0] - out[1]) / (2 * h)
+    sub = (diag["substeps"] > 1) & ~r.state.failed & stable
+    assert sub.sum() >= 20
+    err = np.linalg.norm(r.tangent - D, axis=(1, 2)) / np.linalg.norm(D, axis=(1, 2))
+    assert err[sub].max() < 1e-4, np.sort(err[sub])[-5:]
+
+
+def test_rate_dependent_phase_needs_a_time_increment():
+    with pytest.raises(ValueError, match="time_increment"):
+        gtn_update(np.zeros((1, 3)), GTNState.initial(1, FERRITE), _rate(FERRITE, 0.01))
+    with pytest.raises(ValueError, match="rate_sensitivity"):
+        _rate(FERRITE, -0.01)
+    with pytest.raises(ValueError, match="reference_rate"):
+        _rate(FERRITE, 0.01, rate=0.0)

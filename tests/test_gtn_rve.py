@@ -1,6 +1,8 @@
 """The periodic GTN RVE against exact answers: homogeneous material point, laminate along x."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -188,3 +190,62 @@ def test_void_increment_refines_the_steps_where_voids_grow():
     assert fine.n_increments > 2 * plain.n_increments
     growth = np.diff(fine.mean_void)[5:]
     assert np.median(growth) < 2 * 2e-5 < np.max(np.diff(plain.mean_void))
+
+
+# --- rate-dependent matrix (GTNParameters.rate_sensitivity > 0) -------------------------------
+def _rate(prm, m, rate=1e-3):
+    return dataclasses.replace(prm, rate_sensitivity=m, reference_rate=rate)
+
+
+@pytest.mark.parametrize("strain_rate", [1e-3, 1e-1])
+def test_rate_dependent_steady_flow_stress_is_the_rate_law(strain_rate):
+    """A non-porous, non-hardening rate-dependent point pulled at a constant rate reaches the
+    steady flow stress of the overstress law: plane-strain incompressible flow has ebar_rate =
+    2/sqrt(3) E_rate and sigma_xx = 2/sqrt(3) q, so sigma_xx = 2/sqrt(3) sigma_y (1 + 2/sqrt(3)
+    E_rate / reference_rate)^m, exactly."""
+    m = 0.05
+    prm = dataclasses.replace(FERRITE, n=0.0, f0=0.0, fN=0.0, rate_sensitivity=m, reference_rate=1e-3)
+    strains = np.linspace(0.0025, 0.3, 120)
+    sigma, _, voids = material_point_tension(prm, strains, strain_rate=strain_rate)
+    expected = 2 / np.sqrt(3) * prm.sigma_y * (1 + 2 / np.sqrt(3) * strain_rate / 1e-3) ** m
+    np.testing.assert_allclose(sigma[-20:], expected, rtol=1e-6)
+    assert np.all(voids == 0.0)
+
+
+def test_exact_checks_hold_for_rate_dependent_phases():
+    """The uniform RVE and the laminate along x with rate-dependent ferrite and martensite
+    (m = 0.02) against their material points pulled at the same rate and increments."""
+    phases = (_rate(FERRITE, 0.02), _rate(MARTENSITE, 0.02))
+    criteria = FractureCriteria(mean_void_critical=0.9, max_strain=0.12)
+    stepping = LoadStepping(initial=0.005, maximum=0.01, tolerance=1e-9)
+    uniform = GTNRVE(4, phases=phases, criteria=criteria, stepping=stepping, strain_rate=1e-2).run(
+        np.zeros((4, 4), np.uint8))
+    sigma, _, voids = material_point_tension(phases[0], uniform.strain[1:], strain_rate=1e-2)
+    np.testing.assert_allclose(uniform.stress[1:], sigma, rtol=1e-7)
+    np.testing.assert_allclose(uniform.mean_void[1:], voids, rtol=1e-6)
+    static, _, _ = material_point_tension(FERRITE, uniform.strain[1:])
+    assert np.all(sigma[-5:] > 1.01 * static[-5:])  # the rate raised the flow stress
+    img = np.zeros((8, 8), np.uint8)
+    img[2:5] = 1
+    laminate = GTNRVE(8, phases=phases, criteria=criteria, stepping=stepping).run(img)
+    ferrite, _, _ = material_point_tension(phases[0], laminate.strain[1:])
+    martensite, _, _ = material_point_tension(phases[1], laminate.strain[1:])
+    np.testing.assert_allclose(laminate.stress[1:], 3 / 8 * martensite + 5 / 8 * ferrite, rtol=1e-6)
+
+
+def test_rate_dependent_labels_tend_to_the_rate_independent_ones():
+    """A dual-phase RVE: as m -> 0 the labels converge to the rate-independent labels."""
+    rng = np.random.default_rng(3)
+    img = (rng.random((16, 16)) < 0.3).astype(np.uint8)
+    criteria = FractureCriteria(mean_void_critical=0.005)
+    base = GTNRVE(16, criteria=criteria).run(img)
+    assert base.status == "converged" and np.isfinite(base.fracture_strain)
+    gaps = []
+    for m in (1e-2, 1e-4):
+        run = GTNRVE(16, phases=(_rate(FERRITE, m), _rate(MARTENSITE, m)), criteria=criteria).run(img)
+        assert run.status == "converged"
+        gaps.append((abs(run.fracture_strain / base.fracture_strain - 1),
+                     abs(run.tensile_strength / base.tensile_strength - 1)))
+    (fs_1, ts_1), (fs_2, ts_2) = gaps
+    assert ts_1 > 1e-3 and ts_2 < 1e-3 and ts_2 < 0.05 * ts_1
+    assert fs_2 < 0.01

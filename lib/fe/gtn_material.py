@@ -43,6 +43,20 @@ Associative flow ``d eps_p = dlambda dPhi/dsigma``; void growth
 ``A = fN / (sN sqrt(2 pi)) exp(-((ebar - eN)/sN)^2 / 2)``; matrix plastic strain
 from the plastic-work equivalence ``(1 - f) sM d ebar = sigma : d eps_p``.
 
+Optional matrix rate dependence (``rate_sensitivity = m > 0``): the overstress
+power law ``d ebar/dt = reference_rate ((sM / g(ebar))^(1/m) - 1)`` for
+``sM > g`` (g the Swift law), i.e. ``sM = g(ebar) (1 + ebar_rate /
+reference_rate)^m``, integrated by backward Euler: ``sM_new = g(ebar_new) (1 +
+debar / (reference_rate dt))^m``.  It keeps the elastic range and the yield
+check of the rate-independent model, reduces to it exactly at m = 0 and
+continuously as m -> 0 (tested), and adds the viscous slope m sM / (reference_rate
+dt + debar) to d sM/d debar, which grows as the time step shrinks: the
+regularization of softening by material rate dependence of Needleman (1988)
+Comput Methods Appl Mech Eng 67:69 (power-law viscoplastic matrix, m ~ 0.01).
+(Needleman's law, ``ebar_rate = reference_rate (sM/g)^(1/m)``, flows at any
+stress; the overstress form is our choice, so that the limit is exact.)  The
+cavitation test of the failure rule below uses the static modulus.
+
 Algorithm (backward Euler, Aravas 1987 split, nonlinear elimination)
 --------------------------------------------------------------------
 Elastic trial ``sigma_tr = C : (eps_new - eps_p_old)``.  If
@@ -227,7 +241,10 @@ class GTNParameters:
     fN, eN, sN (Chu–Needleman nucleation); f0 (initial porosity); fc, fF
     (coalescence onset and final failure porosity); fu_star (ultimate f*,
     ``None`` = 1/q1, which requires q3 = q1^2); residual_stiffness (fraction of
-    the elastic stiffness kept by failed points); name (label only).
+    the elastic stiffness kept by failed points); rate_sensitivity m and
+    reference_rate (1/s) of the optional overstress rate law (module
+    docstring; m = 0, the default, is rate independent and ignores the rate);
+    name (label only).
     """
 
     E: float = 210_000.0
@@ -246,6 +263,8 @@ class GTNParameters:
     fF: float = 0.25
     fu_star: float | None = None
     residual_stiffness: float = 1e-6
+    rate_sensitivity: float = 0.0
+    reference_rate: float = 1e-3
     name: str = "gtn"
 
     def __post_init__(self):
@@ -253,7 +272,7 @@ class GTNParameters:
             raise ValueError(f"GTNParameters({self.name!r}): {msg}")
 
         for fld in ("E", "nu", "K", "eps0", "n", "q1", "q2", "q3", "fN", "eN", "sN",
-                    "f0", "fc", "fF", "residual_stiffness"):
+                    "f0", "fc", "fF", "residual_stiffness", "rate_sensitivity", "reference_rate"):
             v = getattr(self, fld)
             if not isinstance(v, (int, float, np.floating, np.integer)) or isinstance(v, bool):
                 bad(f"{fld} must be a real number, got {type(v).__name__}")
@@ -281,6 +300,11 @@ class GTNParameters:
             bad(f"need 0 < fc < fF < 1, got fc = {self.fc}, fF = {self.fF}")
         if not 0.0 < self.residual_stiffness < 1.0:
             bad(f"residual_stiffness must lie in (0, 1), got {self.residual_stiffness}")
+        if not 0.0 <= self.rate_sensitivity <= 0.2:
+            bad(f"rate_sensitivity m must lie in [0, 0.2] (0 = rate independent; metals at room "
+                f"temperature ~0.005-0.05), got {self.rate_sensitivity}")
+        if not self.reference_rate > 0:
+            bad(f"reference_rate must be > 0 (1/s), got {self.reference_rate}")
         if self.fu_star is None:
             if abs(self.q3 - self.q1 ** 2) > 1e-9 * self.q1 ** 2:
                 bad(f"fu* = 1/q1 is the root of 1 + q3 f*^2 - 2 q1 f* = 0 only when q3 = q1^2 "
@@ -348,13 +372,14 @@ class GTNParameters:
         slope = (self.fu - self.fc) / (self.fF - self.fc)
         return np.array([lam, G, Kb, self.K, self.eps0, self.n, self.q1, self.q2, self.q3,
                          self.fN, self.eN, self.sN, self.fc, self.fF, slope,
-                         self.residual_stiffness], dtype=float)
+                         self.residual_stiffness, self.rate_sensitivity, self.reference_rate],
+                        dtype=float)
 
 
 # indices into GTNParameters.packed()
 (_P_LAM, _P_G, _P_KB, _P_HK, _P_HE, _P_HN, _P_Q1, _P_Q2, _P_Q3, _P_FN, _P_EN, _P_SN,
- _P_FC, _P_FF, _P_SLOPE, _P_RES) = range(16)
-_NPAR = 16
+ _P_FC, _P_FF, _P_SLOPE, _P_RES, _P_RATE_M, _P_RATE_REF) = range(18)
+_NPAR = 18
 
 # --- calibrated phases --------------------------------------------------------
 # Sources of the numbers (SPEC A2 fixes the ranges; the paper's DP590 values are
@@ -559,9 +584,29 @@ def _nucleation_rate(eb, fN, eN, sN):
     return fN / (sN * 2.5066282746310002) * math.exp(-0.5 * z * z)
 
 
+@_jit_inline
+def _flow(hK, hn, m, dtr, base, deb):
+    """Matrix flow stress at the end of a step and its slopes: (sM, d sM/d deb, d sM/d ebar_old).
+
+    Rate independent (m = 0): the Swift law sM = K (eps0 + ebar)^n, both slopes h = n sM /
+    (eps0 + ebar).  Rate dependent (m > 0): sM = K (eps0 + ebar)^n (1 + deb / dtr)^m with
+    dtr = reference_rate * dt (backward Euler of the overstress law ebar_rate = reference_rate
+    ((sM / g(ebar))^(1/m) - 1)); d sM/d deb gains the viscous term m sM / (dtr + deb), while
+    d sM/d ebar_old (through ebar = ebar_old + deb) keeps the static slope.  base = eps0 + ebar
+    (the caller's sum, so that m = 0 rounds as the plain Swift law always did)."""
+    s = hK * base ** hn
+    if m > 0.0:
+        r = 1.0 + deb / dtr
+        s = s * r ** m
+        hs = hn * s / base
+        return s, hs + m * s / (r * dtr), hs
+    hs = hn * s / base
+    return s, hs, hs
+
+
 @_jit
 def _gtn_system(dep, deq, deb, dfv, ptr, qtr, ebn, fn,
-                Kb, G, hK, he, hn, q1, q2, q3, fN, eN, sN, fc, slope):
+                Kb, G, hK, he, hn, q1, q2, q3, fN, eN, sN, fc, slope, m, dtr):
     """Residuals R1..R4 and Jacobian d(R)/d(dep, deq, deb, df), row major.
 
     R1 = 2 dep q/sM - 3 q1 q2 deq f* sinh(x)    (= sM (dep Phi_q - deq Phi_p))
@@ -574,9 +619,7 @@ def _gtn_system(dep, deq, deb, dfv, ptr, qtr, ebn, fn,
     q = qtr - 3.0 * G * deq
     eb = ebn + deb
     f = fn + dfv
-    base = he + eb
-    s = hK * base ** hn
-    h = hn * s / base
+    s, h, _ = _flow(hK, hn, m, dtr, he + eb, deb)
     fs, g = _fstar_slope(f, fc, slope)
     z = (eb - eN) / sN
     A = _nucleation_rate(eb, fN, eN, sN)
@@ -802,11 +845,12 @@ _ELASTIC, _PLASTIC, _FAILED, _NONCONV = 0, 1, 2, 3
 
 @_jit
 def _be_point(e0, e1, e2, ep, ebn, fn, pr, tol, yield_tol, max_iter, max_ls,
-              Jm, rhs, sig, D, want_g, Gm):
+              Jm, rhs, sig, D, want_g, Gm, dt):
     """One backward-Euler GTN update of one point.
 
     In: total strain (e0, e1, e2) = (exx, eyy, gxy); old state ep (4,) (updated
-    in place on success), ebn, fn; packed parameters pr; rhs (4, 4) work array.
+    in place on success), ebn, fn; packed parameters pr; rhs (4, 4) work array;
+    dt: the step's time increment (s), used only by a rate-dependent phase.
     Out: sig (4,), D (3, 3) filled.  Returns (status, ebar_new, f_new,
     iterations); on _FAILED / _NONCONV ep is untouched and sig, D hold the
     elastic trial.
@@ -820,6 +864,10 @@ def _be_point(e0, e1, e2, ep, ebn, fn, pr, tol, yield_tol, max_iter, max_ls,
     lam = pr[0]; G = pr[1]; Kb = pr[2]; hK = pr[3]; he = pr[4]; hn = pr[5]
     q1 = pr[6]; q2 = pr[7]; q3 = pr[8]; fN = pr[9]; eN = pr[10]; sN = pr[11]
     fc = pr[12]; fF = pr[13]; slope = pr[14]
+    m = pr[16]
+    dtr = pr[17] * dt
+    if not dtr > 0.0:
+        m = 0.0
     exx = e0 - ep[0]
     eyy = e1 - ep[1]
     ezz = -ep[2]
@@ -859,12 +907,12 @@ def _be_point(e0, e1, e2, ep, ebn, fn, pr, tol, yield_tol, max_iter, max_ls,
     if fn + dfv < 0.0:
         dfv = -fn
     # ---- Newton on (deb, df) with the exact projection inside ----
-    s = hK * (he + ebn + deb) ** hn
+    s = _flow(hK, hn, m, dtr, he + ebn + deb, deb)[0]
     f = fn + dfv
     fs = fc + slope * (f - fc) if f > fc else f
     nu, x, dep, deq, phi, okp = _project(ptr, qtr, s, fs, Kb, G, q1, q2, q3, nu, x)
     out = _gtn_system(dep, deq, deb, dfv, ptr, qtr, ebn, fn, Kb, G, hK, he, hn,
-                      q1, q2, q3, fN, eN, sN, fc, slope)
+                      q1, q2, q3, fN, eN, sN, fc, slope, m, dtr)
     R3 = out[2] / sn
     R4 = out[3]
     merit = R3 * R3 + R4 * R4
@@ -905,13 +953,13 @@ def _be_point(e0, e1, e2, ep, ebn, fn, pr, tol, yield_tol, max_iter, max_ls,
                 dfv_t = f_cap - fn
             elif fn + dfv_t < 0.0:
                 dfv_t = -fn
-            s_t = hK * (he + ebn + deb_t) ** hn
+            s_t = _flow(hK, hn, m, dtr, he + ebn + deb_t, deb_t)[0]
             f_t = fn + dfv_t
             fs_t = fc + slope * (f_t - fc) if f_t > fc else f_t
             nu_t, x_t, dep_t, deq_t, phi_t, okp_t = _project(ptr, qtr, s_t, fs_t, Kb, G, q1,
                                                              q2, q3, nu, x)
             out_t = _gtn_system(dep_t, deq_t, deb_t, dfv_t, ptr, qtr, ebn, fn, Kb, G, hK,
-                                he, hn, q1, q2, q3, fN, eN, sN, fc, slope)
+                                he, hn, q1, q2, q3, fN, eN, sN, fc, slope, m, dtr)
             T3 = out_t[2] / sn
             T4 = out_t[3]
             mt = T3 * T3 + T4 * T4
@@ -933,7 +981,7 @@ def _be_point(e0, e1, e2, ep, ebn, fn, pr, tol, yield_tol, max_iter, max_ls,
     # ---- consistent tangent: d(dep, deq, deb, df)/d(p_tr, q_tr) = -J^-1 dR/d(p_tr, q_tr),
     #      for want_g also d/d(ebar_old, f_old)
     _fill(Jm, out)
-    s = hK * (he + ebn + deb) ** hn
+    s, h_new, h_old = _flow(hK, hn, m, dtr, he + ebn + deb, deb)
     fs = fc + slope * (fnew - fc) if fnew > fc else fnew
     pn = ptr - Kb * dep
     qn = qtr - 3.0 * G * deq
@@ -951,13 +999,15 @@ def _be_point(e0, e1, e2, ep, ebn, fn, pr, tol, yield_tol, max_iter, max_ls,
     if want_g:
         # ebar_old and f_old enter R through ebar = ebar_old + deb and
         # f = f_old + df: as deb, df do, less the terms where deb, df appear
-        # explicitly (R3: (1 - f) sM deb; R4: df - (1 - f) dep - A deb)
+        # explicitly (R3: (1 - f) sM deb; R4: df - (1 - f) dep - A deb; and
+        # the viscous part of dsM/d deb of a rate-dependent phase)
         ncol = 4
         ebw = ebn + deb
         zz = (ebw - eN) / sN
         Aw = _nucleation_rate(ebw, fN, eN, sN)
-        rhs[0, 2] = -out[6]                                   # -dR1/dsM dsM/debar
-        rhs[1, 2] = -out[10]
+        hr = h_old / h_new if h_new != h_old else 1.0
+        rhs[0, 2] = -out[6] * hr                              # -dR1/dsM dsM/debar_old
+        rhs[1, 2] = -out[10] * hr
         rhs[2, 2] = -(1.0 - fnew) * hn * s / (he + ebw) * deb  # -(1 - f) h deb
         rhs[3, 2] = -Aw * zz / sN * deb                        # +A'(ebar) deb
         rhs[0, 3] = -out[7]                                   # -dR1/df* g
@@ -1108,7 +1158,7 @@ def _chain_substep(Y, Gm, w, dz):
 
 @_jit
 def _kernel(strain, sig_old, ep_old, eb_old, f_old, failed_old, phase, P,
-            tol, yield_tol, max_iter, max_ls, max_sub,
+            tol, yield_tol, max_iter, max_ls, max_sub, dt,
             sig, D, ep, eb, fo, failed, conv, niter, nsub):
     n = strain.shape[0]
     Jm = np.empty((4, 4))
@@ -1139,7 +1189,7 @@ def _kernel(strain, sig_old, ep_old, eb_old, f_old, failed_old, phase, P,
         else:
             st, ebnew, fnew, it = _be_point(strain[i, 0], strain[i, 1], strain[i, 2], ep[i],
                                             eb_old[i], f_old[i], pr, tol, yield_tol, max_iter,
-                                            max_ls, Jm, rhs, sbuf, Dbuf, False, Gm)
+                                            max_ls, Jm, rhs, sbuf, Dbuf, False, Gm, dt)
             niter[i] = it
         if st == _NONCONV and max_sub > 1:
             # adaptive sub-stepping from the start-of-step strain, recovered
@@ -1178,7 +1228,7 @@ def _kernel(strain, sig_old, ep_old, eb_old, f_old, failed_old, phase, P,
                                             o1 + wn * (strain[i, 1] - o1),
                                             o2 + wn * (strain[i, 2] - o2), ept, ebs, fs_,
                                             pr, tol, yield_tol, max_iter, max_ls, Jm, rhs,
-                                            sbuf, Dbuf, True, Gm)
+                                            sbuf, Dbuf, True, Gm, (wn - w) * dt)
                 tot += it
                 if st == _FAILED:
                     break
@@ -1314,7 +1364,8 @@ def _check_phase(phase, n, n_phases) -> np.ndarray:
 
 def gtn_update(strain_new, state_old: GTNState, params, phase=None, *, tol: float = 1e-13,
                yield_tol: float = 1e-12, max_iter: int = 50, max_line_search: int = 10,
-               max_substeps: int = 64, diagnostics: dict | None = None) -> GTNUpdate:
+               max_substeps: int = 64, time_increment: float = 0.0,
+               diagnostics: dict | None = None) -> GTNUpdate:
     """Implicit GTN update at ``n`` plane-strain quadrature points.
 
     Parameters
@@ -1344,6 +1395,9 @@ def gtn_update(strain_new, state_old: GTNState, params, phase=None, *, tol: floa
         quartered after a failure, doubled after a success, never below
         1/max_substeps); the tangent is then the consistent tangent of the
         whole sub-stepped increment.  1 disables this.
+    time_increment : float
+        Duration of the step (s); required (> 0) when a phase is rate
+        dependent (``rate_sensitivity > 0``), ignored otherwise.
     diagnostics : dict, optional
         If given, filled with ``"iterations"`` (n,): local Newton iterations
         summed over sub-steps (0 for elastic and already failed points), and
@@ -1387,6 +1441,10 @@ def gtn_update(strain_new, state_old: GTNState, params, phase=None, *, tol: floa
         k = int(np.flatnonzero(st.f > fF)[0])
         raise ValueError(f"GTNState.f exceeds fF of its phase (point {k}: f = {st.f[k]}, "
                          f"fF = {fF[k]})")
+    dt = float(time_increment)
+    if any(p.rate_sensitivity > 0 for p in plist) and not (math.isfinite(dt) and dt > 0):
+        raise ValueError(f"a rate-dependent phase (rate_sensitivity > 0) needs time_increment "
+                         f"> 0 (the step's duration in s), got {time_increment}")
     P = np.ascontiguousarray(np.stack([p.packed() for p in plist]))
     sig = np.empty((n, 4))
     D = np.empty((n, 3, 3))
@@ -1398,7 +1456,7 @@ def gtn_update(strain_new, state_old: GTNState, params, phase=None, *, tol: floa
     niter = np.empty(n, dtype=np.int64)
     nsub = np.empty(n, dtype=np.int64)
     _kernel(strain, st.stress, st.eps_p, st.epsbar_p, st.f, st.failed, ph, P, float(tol),
-            float(yield_tol), int(max_iter), int(max_line_search), int(max_substeps),
+            float(yield_tol), int(max_iter), int(max_line_search), int(max_substeps), dt,
             sig, D, ep, eb, fo, failed, conv, niter, nsub)
     if diagnostics is not None:
         diagnostics["iterations"] = niter

@@ -194,11 +194,13 @@ class RVEResult:
 
 
 def material_point_tension(params: GTNParameters, strain_steps: np.ndarray,
-                           tolerance: float = 1e-10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                           tolerance: float = 1e-10, strain_rate: float = 1e-3,
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One GTN point in plane-strain uniaxial tension (sigma_yy = sigma_xy = 0) along ``strain_steps``.
 
-    ``strain_steps: (n,)`` increasing eps_xx values. Returns (sigma_xx (n,) MPa, eps_yy (n,),
-    f (n,)). The reference for the homogeneous RVE and for calibrating the phases.
+    ``strain_steps: (n,)`` increasing eps_xx values, reached at the constant ``strain_rate``
+    d eps_xx/dt (1/s; used only by a rate-dependent phase). Returns (sigma_xx (n,) MPa,
+    eps_yy (n,), f (n,)). The reference for the homogeneous RVE and for calibrating the phases.
     """
     state = GTNState.initial(1, params)
     lateral, previous = 0.0, 0.0
@@ -207,8 +209,9 @@ def material_point_tension(params: GTNParameters, strain_steps: np.ndarray,
     for i, exx in enumerate(np.asarray(strain_steps, dtype=float)):
         lateral += ratio * (exx - previous)  # predictor: the last increment's ratio
         correction = 0.0
+        dt = (exx - previous) / strain_rate
         for _ in range(60):
-            update = gtn_update(np.array([[exx, lateral, 0.0]]), state, params)
+            update = gtn_update(np.array([[exx, lateral, 0.0]]), state, params, time_increment=dt)
             if not update.converged[0]:  # overshoot: back-track half the last correction
                 correction *= 0.5
                 lateral += correction
@@ -249,12 +252,18 @@ class GTNRVE:
 
     The SfePy problem, the B-bar operator and the PARDISO analysis are built once and reused
     for every image. ``phases = (ferrite, martensite)`` are the GTN parameter sets of pixel
-    values 0 and 1.
+    values 0 and 1. ``strain_rate``: the macroscopic d E_xx/dt (1/s) of the test, which sets
+    each increment's duration; it matters only for rate-dependent phases
+    (``GTNParameters.rate_sensitivity > 0``; 1e-3/s, a quasi-static tensile test).
     """
 
     def __init__(self, size: int, phases: tuple[GTNParameters, GTNParameters] = (FERRITE, MARTENSITE),
                  criteria: FractureCriteria = FractureCriteria(),
-                 stepping: LoadStepping = LoadStepping(), bifurcation_check: bool = True) -> None:
+                 stepping: LoadStepping = LoadStepping(), bifurcation_check: bool = True,
+                 strain_rate: float = 1e-3) -> None:
+        if not (np.isfinite(strain_rate) and strain_rate > 0):
+            raise ValueError(f"strain_rate must be a positive rate (1/s), got {strain_rate}")
+        self.strain_rate = float(strain_rate)
         self.fe = PeriodicPixelProblem(size)
         self.size = self.fe.size
         self.phases = tuple(phases)
@@ -355,15 +364,18 @@ class GTNRVE:
             if not stabilized and d_exx < st.stabilize_below:  # once on, on for the rest of the run
                 stabilized, stabilized_from = True, float(macro[0])
             damping = st.stabilization * self.phases[0].E * st.initial / d_exx if stabilized else 0.0
+            dt = d_exx / self.strain_rate
             for iterations in range(1, st.max_newton + 1):
                 t0 = time.perf_counter()
-                update = gtn_update(self._strains(u_try, macro_try), state, self.phases, phase)
+                update = gtn_update(self._strains(u_try, macro_try), state, self.phases, phase,
+                                    time_increment=dt)
                 halvings = 0
                 while not np.all(update.converged) and iterations > 1 and halvings < st.max_halvings:
                     # back-track along the last Newton correction before giving up the step
                     halvings += 1
                     u_try, macro_try = u_try - 0.5**halvings * du, macro_try - 0.5**halvings * dmacro
-                    update = gtn_update(self._strains(u_try, macro_try), state, self.phases, phase)
+                    update = gtn_update(self._strains(u_try, macro_try), state, self.phases, phase,
+                                        time_increment=dt)
                 t1 = time.perf_counter()
                 seconds["constitutive"] += t1 - t0
                 if not np.all(update.converged):
