@@ -14,14 +14,19 @@ Each (grid, coarsening) is a resumable stage (``data/<profile>/bench_gtn_grid-<k
 of 8 structures): a killed run resumes, a finished one is reread. All labels are also saved to
 ``--out`` (default ``results/bench/gtn_grid_agreement.npz``).
 
+``--rate-sensitivity m`` labels every variant with the rate-dependent matrix
+(``GTNParameters.rate_sensitivity``; see ``bench/gtn_rate_dependence.py``) instead of the
+rate-independent one.
+
 Usage:  python bench/gtn_grid_agreement.py [--grids 32 64] [--coarsenings block_mean phase_mixture]
-            [--reference 128] [--per-category 10] [--profile default]
+            [--reference 128] [--per-category 10] [--rate-sensitivity 0] [--profile default]
 """
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lib.fe.fracture_labels import (FRACTURE_LABELS_VERSION, label_structures,  # noqa: E402
                                     profile_criteria)
+from lib.fe.gtn_material import FERRITE, MARTENSITE  # noqa: E402
 from lib.microstructures.dual_phase import DUAL_PHASE_CATEGORIES, dual_phase_dataset  # noqa: E402
 from lib.stages import chunked_stage, load_stage  # noqa: E402
 
@@ -52,15 +58,19 @@ def pick_structures(profile: str, per_category: int, seed: int = 0) -> tuple[dic
 
 
 def grid_labels(profile: str, images: np.ndarray, picks: np.ndarray, grid: int, coarsening: str,
-                n_jobs: int) -> dict[str, np.ndarray]:
+                n_jobs: int, rate_sensitivity: float = 0.0) -> dict[str, np.ndarray]:
     """Labels of ``images`` on ``grid`` with ``coarsening``, cached as a resumable stage."""
     criteria = profile_criteria(profile)
     params = {"version": FRACTURE_LABELS_VERSION, "picks": picks.tolist(), "grid": grid,
               "coarsening": coarsening if grid < images.shape[1] else "none",
               "criteria": [criteria.mean_void_critical, criteria.load_drop, criteria.max_strain]}
+    if rate_sensitivity:
+        params["rate_sensitivity"] = rate_sensitivity
+    phases = tuple(replace(p, rate_sensitivity=rate_sensitivity) for p in (FERRITE, MARTENSITE))
 
     def compute(a: int, b: int) -> dict[str, np.ndarray]:
-        out = label_structures(images[a:b], grid, criteria, n_jobs=n_jobs, coarsening=coarsening)
+        out = label_structures(images[a:b], grid, criteria, n_jobs=n_jobs, coarsening=coarsening,
+                               phases=phases)
         return {k: out[k] for k in KEEP}
 
     return load_stage(chunked_stage(profile, "bench_gtn_grid", params, len(images), compute,
@@ -73,6 +83,7 @@ def main() -> None:
     parser.add_argument("--coarsenings", nargs="+", default=["block_mean", "phase_mixture"])
     parser.add_argument("--reference", type=int, default=128)
     parser.add_argument("--per-category", type=int, default=10)
+    parser.add_argument("--rate-sensitivity", type=float, default=0.0)
     parser.add_argument("--profile", default="default")
     parser.add_argument("--n-jobs", type=int, default=-1)
     parser.add_argument("--out", type=Path, default=Path("results/bench/gtn_grid_agreement.npz"))
@@ -87,7 +98,7 @@ def main() -> None:
     for grid, rule in variants:
         t0 = time.perf_counter()
         lab = labels[(grid, rule)] = grid_labels(args.profile, images, picks, grid, rule,
-                                                 args.n_jobs)
+                                                 args.n_jobs, args.rate_sensitivity)
         print(f"grid {grid} {rule if grid < images.shape[1] else '(reference)'}: "
               f"{time.perf_counter() - t0:.0f} s this call, failed {int((~lab['converged']).sum())}, "
               f"median {np.median(lab['seconds']):.1f} s per structure, "

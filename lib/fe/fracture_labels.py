@@ -586,8 +586,19 @@ def label_structures(images: Any, grid: int, criteria: FractureCriteria = Fractu
 # --------------------------------------------------------------------------------------------
 # the stage
 # --------------------------------------------------------------------------------------------
+# fields added after labels were cached: left out of a stage key while they are off, so the
+# caches of rate-independent phases and of plain Newton steps keep their keys
+_RATE_FIELDS = ("rate_sensitivity", "reference_rate")
+
+
 def _params_dict(obj: Any) -> dict[str, Any]:
-    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    out = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    if isinstance(obj, GTNParameters) and obj.rate_sensitivity == 0:
+        for name in _RATE_FIELDS:
+            del out[name]
+    if isinstance(obj, LoadStepping) and obj.line_search == 0:
+        del out["line_search"]
+    return out
 
 
 def fracture_labels(profile: Profile | str, database_path: Path, *, grid: int | None = None,
