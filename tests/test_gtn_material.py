@@ -337,7 +337,7 @@ def test_ode_reference_high_porosity_past_fc():
 # ---------------------------------------------------------------------------
 # 5. consistent tangent vs central finite differences
 # ---------------------------------------------------------------------------
-def _fd_tangent(strain, st, params, phase, h=1e-7):
+def _fd_tangent(strain, st, params, phase, h=1e-7, **update_kw):
     n = strain.shape[0]
     D = np.empty((n, 3, 3))
     for j in range(3):
@@ -345,8 +345,8 @@ def _fd_tangent(strain, st, params, phase, h=1e-7):
         em = strain.copy()
         ep[:, j] += h
         em[:, j] -= h
-        rp = gtn_update(ep, st, params, phase)
-        rm = gtn_update(em, st, params, phase)
+        rp = gtn_update(ep, st, params, phase, **update_kw)
+        rm = gtn_update(em, st, params, phase, **update_kw)
         assert rp.converged.all() and rm.converged.all()
         D[:, :, j] = (rp.stress[:, [0, 1, 3]] - rm.stress[:, [0, 1, 3]]) / (2 * h)
     return D
@@ -395,13 +395,13 @@ def test_tangent_batch_random_states():
     assert np.all(np.isfinite(r.tangent))
 
 
-def _fd_tangent_stable(strain, st, params, h):
+def _fd_tangent_stable(strain, st, params, h, **update_kw):
     """Central differences (n, 3, 3) and a mask of the points whose sub-step
     count and failure flag are the same at strain +- h in every component (the
     stress is smooth there; elsewhere it jumps by the difference between two
     sub-step patterns or to the residual stress of a failed point)."""
     diag = {}
-    r = gtn_update(strain, st, params, diagnostics=diag)
+    r = gtn_update(strain, st, params, diagnostics=diag, **update_kw)
     n = strain.shape[0]
     D = np.empty((n, 3, 3))
     stable = np.ones(n, dtype=bool)
@@ -411,7 +411,7 @@ def _fd_tangent_stable(strain, st, params, h):
             e = strain.copy()
             e[:, j] += sgn * h
             dj = {}
-            rj = gtn_update(e, st, params, diagnostics=dj)
+            rj = gtn_update(e, st, params, diagnostics=dj, **update_kw)
             stable &= ((dj["substeps"] == diag["substeps"]) & (rj.state.failed == r.state.failed)
                        & rj.converged)
             out.append(rj.stress[:, [0, 1, 3]])
@@ -754,15 +754,7 @@ def test_rate_dependent_tangent_matches_finite_differences():
     phase, strain, st = _rate_states(300, seed=51)
     r = gtn_update(strain, st, phases, phase, time_increment=dt)
     keep = r.converged & ~r.state.failed
-    h = 1e-8
-    D = np.empty((keep.sum(), 3, 3))
-    for j in range(3):
-        e_p, e_m = strain[keep].copy(), strain[keep].copy()
-        e_p[:, j] += h
-        e_m[:, j] -= h
-        rp = gtn_update(e_p, st.take(keep), phases, phase[keep], time_increment=dt)
-        rm = gtn_update(e_m, st.take(keep), phases, phase[keep], time_increment=dt)
-        D[:, :, j] = (rp.stress[:, [0, 1, 3]] - rm.stress[:, [0, 1, 3]]) / (2 * h)
+    D = _fd_tangent(strain[keep], st.take(keep), phases, phase[keep], h=1e-8, time_increment=dt)
     err = np.linalg.norm(r.tangent[keep] - D, axis=(1, 2)) / np.linalg.norm(D, axis=(1, 2))
     plastic = r.state.epsbar_p[keep] > st.epsbar_p[keep]
     assert plastic.sum() > 100
@@ -789,22 +781,8 @@ def test_rate_dependent_tangent_of_substepped_points():
     inc = (np.stack([np.ones(n), rng.uniform(-0.2, 1.0, n), rng.uniform(-0.5, 0.5, n)], 1)
            * rng.uniform(4e-3, 1.5e-2, n)[:, None])
     strain = pre + inc
-    diag = {}
-    r = gtn_update(strain, st, prm, time_increment=dt, diagnostics=diag)
+    r, diag, D, stable = _fd_tangent_stable(strain, st, prm, h=1e-8, time_increment=dt)
     assert r.converged.all()
-    h = 1e-8
-    D = np.empty((n, 3, 3))
-    stable = np.ones(n, dtype=bool)
-    for j in range(3):
-        out = []
-        for sgn in (1.0, -1.0):
-            e = strain.copy()
-            e[:, j] += sgn * h
-            dj = {}
-            rj = gtn_update(e, st, prm, time_increment=dt, diagnostics=dj)
-            stable &= (dj["substeps"] == diag["substeps"]) & (rj.state.failed == r.state.failed)
-            out.append(rj.stress[:, [0, 1, 3]])
-        D[:, :, j] = (out[0] - out[1]) / (2 * h)
     sub = (diag["substeps"] > 1) & ~r.state.failed & stable
     assert sub.sum() >= 20
     err = np.linalg.norm(r.tangent - D, axis=(1, 2)) / np.linalg.norm(D, axis=(1, 2))
