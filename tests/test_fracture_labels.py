@@ -430,8 +430,9 @@ def test_label_quality_counts_marked_labels_and_labels_past_the_hill_point():
 
 
 def test_stage_key_is_unchanged_by_fields_that_are_off():
-    """The rate fields enter a stage key only for a rate-dependent phase, so labels cached
-    before they existed keep their keys."""
+    """The rate fields enter a stage key only for a rate-dependent phase, and the adaptive
+    stabilization's floor only when it is below 1, so labels cached before they existed keep
+    their keys."""
     import dataclasses as dc
 
     from lib.fe.fracture_labels import _params_dict
@@ -441,3 +442,8 @@ def test_stage_key_is_unchanged_by_fields_that_are_off():
     assert set(plain) == {f.name for f in dc.fields(FERRITE)} - {"rate_sensitivity", "reference_rate"}
     viscous = _params_dict(dc.replace(FERRITE, rate_sensitivity=0.01))
     assert viscous["rate_sensitivity"] == 0.01 and viscous["reference_rate"] == FERRITE.reference_rate
+    # the same for the adaptive stabilization: a constant one (the default) keeps the old keys
+    from lib.fe.gtn_rve import LoadStepping
+    constant = _params_dict(LoadStepping())
+    assert set(constant) == {f.name for f in dc.fields(LoadStepping)} - {"stabilization_floor"}
+    assert _params_dict(LoadStepping(stabilization_floor=1e-3))["stabilization_floor"] == 1e-3

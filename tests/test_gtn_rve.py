@@ -102,6 +102,32 @@ def test_stabilization_is_off_for_easy_runs_and_small_when_forced():
     np.testing.assert_allclose(forced.stress[1:], 3 / 8 * martensite + 5 / 8 * ferrite, rtol=2e-3)
 
 
+def test_adaptive_stabilization_damps_less_and_keeps_the_exact_answers():
+    """Forced on from the start (as above), the adaptive stabilization (``stabilization_floor``)
+    lowers the damping wherever Newton converges easily: a smaller share of the work and a
+    laminate closer to the exact mixture; the uniform RVE (no fluctuation to damp) stays exact."""
+    img = np.zeros((8, 8), np.uint8)
+    img[2:5] = 1
+    criteria = FractureCriteria(mean_void_critical=0.9, max_strain=0.05)
+    runs, errors = {}, {}
+    for floor in (1.0, 1e-3):
+        stepping = LoadStepping(initial=1e-3, maximum=1e-3, grow=1.0, tolerance=1e-9,
+                                stabilize_below=2e-3, stabilization_floor=floor)
+        run = runs[floor] = GTNRVE(8, criteria=criteria, stepping=stepping).run(img)
+        ferrite, _, _ = material_point_tension(FERRITE, run.strain[1:])
+        martensite, _, _ = material_point_tension(MARTENSITE, run.strain[1:])
+        errors[floor] = np.abs(run.stress[1:] / (3 / 8 * martensite + 5 / 8 * ferrite) - 1).max()
+        uniform = GTNRVE(4, criteria=criteria, stepping=stepping).run(np.zeros((4, 4), np.uint8))
+        sigma, _, _ = material_point_tension(FERRITE, uniform.strain[1:])
+        np.testing.assert_allclose(uniform.stress[1:], sigma, rtol=1e-7)
+    assert 0 < runs[1e-3].stabilization_energy_fraction < runs[1.0].stabilization_energy_fraction / 5
+    assert errors[1e-3] < min(errors[1.0] / 2, 5e-5)
+    with pytest.raises(ValueError, match="stabilization_floor"):
+        LoadStepping(stabilization_floor=0.0)
+    with pytest.raises(ValueError, match="stabilization_floor"):
+        LoadStepping(stabilization_floor=1.5)
+
+
 def test_laminate_of_mixture_phases_is_the_mean_of_their_material_points():
     """The multi-phase path (phase_mixture coarsening): rows of mixture phases along x are each
     homogeneous, so the mean stress is the row mean of the phases' material-point curves."""

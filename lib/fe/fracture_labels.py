@@ -587,7 +587,7 @@ def label_structures(images: Any, grid: int, criteria: FractureCriteria = Fractu
 # the stage
 # --------------------------------------------------------------------------------------------
 # fields added after labels were cached: left out of a stage key while they are off, so the
-# caches of rate-independent phases keep their keys
+# caches of rate-independent phases with a constant stabilization keep their keys
 _RATE_FIELDS = ("rate_sensitivity", "reference_rate")
 
 
@@ -596,6 +596,8 @@ def _params_dict(obj: Any) -> dict[str, Any]:
     if isinstance(obj, GTNParameters) and obj.rate_sensitivity == 0:
         for name in _RATE_FIELDS:
             del out[name]
+    if isinstance(obj, LoadStepping) and obj.stabilization_floor == 1.0:
+        del out["stabilization_floor"]  # constant stabilization: the keys from before the option
     return out
 
 

@@ -118,6 +118,13 @@ class LoadStepping:
     (``RVEResult.stabilization_energy_fraction``) so its effect on a label can be judged;
     ``stabilization = 0`` switches it off.
 
+    Adaptive stabilization (``stabilization_floor < 1``; after Abaqus' adaptive automatic
+    stabilization, which lowers the damping factor where convergence allows it and raises it
+    where it does not): once on, ``eta`` is scaled by a factor that is halved after every
+    converged increment of at most ``easy_newton + 1`` iterations, down to
+    ``stabilization_floor``, and multiplied by 4 (up to 1) when an increment fails, which is
+    then retried at the same size before any cut. 1 (the default) keeps the factor constant.
+
     Accuracy. ``void_increment > 0`` also bounds the next increment so that the mean void
     fraction grows by about that much (never to a step below ``2 stabilize_below``): the labels
     carry a time-discretization error of the implicit update, measured in BENCHMARKS.md (with
@@ -138,6 +145,11 @@ class LoadStepping:
     easy_newton: int = 4
     tolerance: float = 1e-5
     void_increment: float = 0.0
+    stabilization_floor: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.stabilization_floor <= 1:
+            raise ValueError(f"stabilization_floor must lie in (0, 1], got {self.stabilization_floor}")
 
 
 @dataclass
@@ -349,6 +361,7 @@ class GTNRVE:
         newton_errors: list[list[float]] = []
         damping_work = macro_work = 0.0
         stabilized, stabilized_from = False, float("nan")
+        damping_scale = 1.0  # lowered by the adaptive stabilization (stabilization_floor < 1)
         step = st.initial
         status = "converged"
         sigma_ref = self.phases[0].sigma_y
@@ -363,7 +376,8 @@ class GTNRVE:
             ok, iterations, errors = False, 0, []
             if not stabilized and d_exx < st.stabilize_below:  # once on, on for the rest of the run
                 stabilized, stabilized_from = True, float(macro[0])
-            damping = st.stabilization * self.phases[0].E * st.initial / d_exx if stabilized else 0.0
+            damping = (st.stabilization * damping_scale * self.phases[0].E * st.initial / d_exx
+                       if stabilized else 0.0)
             dt = d_exx / self.strain_rate
             for iterations in range(1, st.max_newton + 1):
                 t0 = time.perf_counter()
@@ -412,6 +426,9 @@ class GTNRVE:
             newton_errors.append(errors)
             if not ok:
                 n_cuts += 1
+                if stabilized and damping_scale < 1.0:  # adaptive: more damping, the same step
+                    damping_scale = min(1.0, 4.0 * damping_scale)
+                    continue
                 step *= st.cut
                 if step < st.minimum:
                     status = f"failed: load step below {st.minimum:g} at E_xx = {macro[0]:.4f}"
@@ -443,6 +460,8 @@ class GTNRVE:
             if (void_map is not None and dropped) or macro[0] >= crit.max_strain - 1e-12:
                 break
             step = min(step * st.grow, st.maximum) if iterations <= st.easy_newton else step
+            if stabilized and iterations <= st.easy_newton + 1:
+                damping_scale = max(st.stabilization_floor, 0.5 * damping_scale)
             if st.void_increment:  # accuracy: the next increment should add about void_increment to f̄
                 growth = mean_void - history["void"][-2]
                 if growth > 0:
