@@ -57,6 +57,14 @@ def pick_structures(profile: str, per_category: int, seed: int = 0) -> tuple[dic
     return data, picks
 
 
+def first_picks(profile: str, per_category: int) -> tuple[dict, np.ndarray]:
+    """The dataset and the first ``per_category`` of each category's 10 picks of
+    :func:`pick_structures` (the smaller benches' structures, a subset of the 40)."""
+    data, picks = pick_structures(profile, 10)
+    return data, np.concatenate([picks[10 * c: 10 * c + per_category]
+                                 for c in range(len(picks) // 10)])
+
+
 def grid_labels(profile: str, images: np.ndarray, picks: np.ndarray, grid: int, coarsening: str,
                 n_jobs: int, rate_sensitivity: float = 0.0) -> dict[str, np.ndarray]:
     """Labels of ``images`` on ``grid`` with ``coarsening``, cached as a resumable stage."""

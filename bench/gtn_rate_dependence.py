@@ -34,7 +34,7 @@ from scipy.stats import spearmanr
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gtn_grid_agreement import pick_structures  # noqa: E402
+from gtn_grid_agreement import first_picks  # noqa: E402
 from lib.fe.fracture_labels import (FRACTURE_LABELS_VERSION, LABEL_KEYS,  # noqa: E402
                                     label_structures, profile_criteria)
 from lib.fe.gtn_material import FERRITE, MARTENSITE  # noqa: E402
@@ -82,9 +82,8 @@ def main() -> None:
                              "down to these floors (LoadStepping.stabilization_floor)")
     args = parser.parse_args()
 
-    data, picks = pick_structures(args.profile, 10)
     per = args.per_category
-    chosen = np.concatenate([picks[10 * c: 10 * c + per] for c in range(len(picks) // 10)])
+    data, chosen = first_picks(args.profile, per)
     images = data["images"][chosen]
     variants = {"rate independent (default)": (0.0, True, 1.0)}
     for m in args.m:

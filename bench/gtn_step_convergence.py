@@ -27,7 +27,7 @@ from scipy.stats import spearmanr
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gtn_grid_agreement import pick_structures  # noqa: E402
+from gtn_grid_agreement import first_picks  # noqa: E402
 from lib.fe.fracture_labels import label_structures, profile_criteria  # noqa: E402
 from lib.fe.gtn_rve import LoadStepping  # noqa: E402
 
@@ -44,9 +44,8 @@ def main() -> None:
     parser.add_argument("--n-jobs", type=int, default=-1)
     args = parser.parse_args()
 
-    data, picks = pick_structures(args.profile, 10)
     per = args.per_category
-    chosen = np.concatenate([picks[10 * c: 10 * c + per] for c in range(len(picks) // 10)])
+    data, chosen = first_picks(args.profile, per)
     images = data["images"][chosen]
     criteria = profile_criteria(args.profile)
     default = LoadStepping()
