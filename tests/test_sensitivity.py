@@ -249,6 +249,26 @@ def test_band_score_finds_bands_in_every_direction():
     assert mc.band_score(np.ones((n, n))) == 0.0
 
 
+def test_signed_map_anatomy_locates_the_mass_exactly():
+    """A stripe of martensite in an 8x8 periodic cell: edges are the rows next to both
+    interfaces; a map of -2 on martensite and +1 on ferrite puts its shares where they are."""
+    img = np.zeros((8, 8), np.uint8)
+    img[2:4] = 1  # rows 2-3 martensite: edge rows 1, 2, 3, 4
+    edges = mc.phase_edges(img)[0]
+    np.testing.assert_array_equal(edges.any(axis=1), [False, True, True, True, True, False, False, False])
+    assert edges[[1, 2, 3, 4]].all()
+    delta = np.where(img == 1, -2.0, 1.0)
+    out = mc.signed_map_anatomy(delta, img)
+    total = 16 * 2 + 48 * 1
+    assert out["negative_share"] == pytest.approx(32 / total)
+    assert out["mean_abs_martensite"] == pytest.approx(2.0) and out["mean_abs_ferrite"] == pytest.approx(1.0)
+    assert out["edge_share"] == pytest.approx((32 + 16) / total) and out["edge_pixels"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="same shape"):
+        mc.signed_map_anatomy(np.stack([delta, delta]), img)
+    with pytest.raises(ValueError, match="zero everywhere"):
+        mc.signed_map_anatomy(np.zeros((8, 8)), img)
+
+
 def test_summarize_scores_groups_and_all():
     scores = {"a": {"spearman": np.array([0.2, 0.4, 0.6]), "iou": np.array([0.1, 0.2, 0.3])}}
     rows = mc.summarize_scores(scores, np.array([0, 0, 1]), ["x", "y"])

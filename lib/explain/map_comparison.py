@@ -22,7 +22,8 @@ Baselines, maps that know nothing of the physics:
   martensite is constrained, carries high triaxiality and is where GTN voids grow fastest.
 
 :func:`band_score` says how much of a void map lies in straight periodic bands (the long-range
-localization the paper expects Δ to miss).
+localization the paper expects Δ to miss); :func:`signed_map_anatomy` where a signed map's mass
+lies (its sign, each phase, the 1-px phase edges).
 """
 from __future__ import annotations
 
@@ -240,6 +241,37 @@ def band_score(void_map: Any) -> float:
         means = np.bincount(label.ravel(), m.ravel(), n) / np.bincount(label.ravel(), None, n)
         best = max(best, float((means[label] ** 2).mean()) / total)
     return min(best, 1.0)
+
+
+def phase_edges(images: Any) -> np.ndarray:
+    """(n, N, N) bool: pixels with a 4-neighbour (periodic) of the other phase, i.e. the 1-px
+    band on both sides of every ferrite/martensite interface."""
+    img = _binary(images)
+    edge = np.zeros_like(img)
+    for axis in (1, 2):
+        for shift in (1, -1):
+            edge |= img != np.roll(img, shift, axis=axis)
+    return edge
+
+
+def signed_map_anatomy(maps: Any, images: Any) -> dict[str, float]:
+    """Where the mass of a signed map (e.g. Δ, ``(n, N, N)`` on the images' pixels) lies, pooled
+    over all maps: ``negative_share`` of sum |m| carried by m < 0; ``mean_abs_martensite`` and
+    ``mean_abs_ferrite``, the mean |m| per pixel of each phase; ``edge_share`` of sum |m| on
+    :func:`phase_edges` pixels, which are ``edge_pixels`` of all pixels."""
+    m = _maps(maps)
+    img = _binary(images)
+    if img.shape != m.shape:
+        raise ValueError(f"maps {m.shape} and images {img.shape} must have the same shape")
+    mag = np.abs(m)
+    total = float(mag.sum())
+    if total == 0:
+        raise ValueError("maps are zero everywhere: no mass to locate")
+    edge = phase_edges(img)
+    return {"negative_share": float(mag[m < 0].sum() / total),
+            "mean_abs_martensite": float(mag[img].mean()) if img.any() else float("nan"),
+            "mean_abs_ferrite": float(mag[~img].mean()) if (~img).any() else float("nan"),
+            "edge_share": float(mag[edge].sum() / total), "edge_pixels": float(edge.mean())}
 
 
 def summarize_scores(scores: Mapping[str, Mapping[str, np.ndarray]], groups: np.ndarray,
