@@ -32,9 +32,11 @@ from typing import Any
 
 import numpy as np
 
+from lib.microstructures.dual_phase import phase_boundary_map
+
 __all__ = ["block_average", "map_spearman", "hotspot_mask", "hotspot_iou", "compare_maps",
            "random_maps", "periodic_distance_to", "interface_map", "martensite_density_map", "band_score",
-           "summarize_scores", "BAND_DIRECTIONS"]
+           "signed_map_anatomy", "summarize_scores", "BAND_DIRECTIONS"]
 
 #: Directions (rows, columns) along which :func:`band_score` looks for bands: along x, along y
 #: and the two diagonals (periodic lines on a square cell).
@@ -243,22 +245,13 @@ def band_score(void_map: Any) -> float:
     return min(best, 1.0)
 
 
-def phase_edges(images: Any) -> np.ndarray:
-    """(n, N, N) bool: pixels with a 4-neighbour (periodic) of the other phase, i.e. the 1-px
-    band on both sides of every ferrite/martensite interface."""
-    img = _binary(images)
-    edge = np.zeros_like(img)
-    for axis in (1, 2):
-        for shift in (1, -1):
-            edge |= img != np.roll(img, shift, axis=axis)
-    return edge
-
-
 def signed_map_anatomy(maps: Any, images: Any) -> dict[str, float]:
     """Where the mass of a signed map (e.g. Δ, ``(n, N, N)`` on the images' pixels) lies, pooled
     over all maps: ``negative_share`` of sum |m| carried by m < 0; ``mean_abs_martensite`` and
-    ``mean_abs_ferrite``, the mean |m| per pixel of each phase; ``edge_share`` of sum |m| on
-    :func:`phase_edges` pixels, which are ``edge_pixels`` of all pixels."""
+    ``mean_abs_ferrite``, the mean |m| per pixel of each phase; ``edge_share`` of sum |m| on the
+    phase-edge pixels (a 4-neighbour of the other phase, periodic:
+    :func:`lib.microstructures.dual_phase.phase_boundary_map`), which are ``edge_pixels`` of all
+    pixels."""
     m = _maps(maps)
     img = _binary(images)
     if img.shape != m.shape:
@@ -267,7 +260,7 @@ def signed_map_anatomy(maps: Any, images: Any) -> dict[str, float]:
     total = float(mag.sum())
     if total == 0:
         raise ValueError("maps are zero everywhere: no mass to locate")
-    edge = phase_edges(img)
+    edge = np.stack([phase_boundary_map(i) > 0 for i in img])
     return {"negative_share": float(mag[m < 0].sum() / total),
             "mean_abs_martensite": float(mag[img].mean()) if img.any() else float("nan"),
             "mean_abs_ferrite": float(mag[~img].mean()) if (~img).any() else float("nan"),
