@@ -796,3 +796,54 @@ def test_rate_dependent_phase_needs_a_time_increment():
         _rate(FERRITE, -0.01)
     with pytest.raises(ValueError, match="reference_rate"):
         _rate(FERRITE, 0.01, rate=0.0)
+
+
+# ---------------------------------------------------------------------------
+# frozen porosity (the building block of the staggered nonlocal RVE)
+# ---------------------------------------------------------------------------
+def test_frozen_porosity_holds_f_reports_the_local_growth_and_has_an_exact_tangent():
+    """With ``frozen_porosity`` the return map keeps f at its old value (the stress is on the
+    yield surface of the old f), reports f_old + (1 - f_old) tr(d eps_p) + A d ebar, and its
+    tangent is d sigma / d eps of that update (central differences, batch of random states)."""
+    phase, eps, st = random_states(300, seed=11)
+    strain = eps * 1.08 + np.array([2e-3, -1e-3, 5e-4])
+    r, diag, D_fd, stable = _fd_tangent_stable(strain, st, PHASES, h=1e-8, phase=phase,
+                                               frozen_porosity=True)
+    plastic = (diag["iterations"] > 0) & ~r.state.failed & r.converged
+    assert plastic.sum() > 150
+    for k, prm in enumerate(PHASES):
+        sel = plastic & (phase == k)
+        phi = yield_function(prm, r.stress[sel], r.state.epsbar_p[sel], st.f[sel])
+        assert np.abs(phi).max() < 1e-9
+        d_ep = r.state.eps_p[sel] - st.eps_p[sel]
+        d_eb = r.state.epsbar_p[sel] - st.epsbar_p[sel]
+        growth = ((1 - st.f[sel]) * d_ep[:, :3].sum(1)
+                  + prm.nucleation_rate(r.state.epsbar_p[sel]) * d_eb)
+        single = diag["substeps"][sel] == 1  # sub-stepped points sum the growth of each sub-step
+        np.testing.assert_allclose(r.state.f[sel][single], st.f[sel][single] + growth[single],
+                                   rtol=1e-10, atol=1e-14)
+    err = np.linalg.norm(r.tangent - D_fd, axis=(1, 2)) / np.linalg.norm(D_fd, axis=(1, 2))
+    assert err[plastic & stable].max() < 1e-5
+    # no damage softening left in the tangent: its symmetric part is positive definite
+    sym = 0.5 * (r.tangent + np.swapaxes(r.tangent, 1, 2))
+    assert np.linalg.eigvalsh(sym[plastic]).min() > 0
+
+
+def test_frozen_porosity_at_its_fixed_point_is_the_local_update():
+    """Iterating f_given <- f_old + (frozen update's growth at f_given) converges to the
+    implicit local update (the staggered scheme's limit of a vanishing nonlocal length)."""
+    phase, eps, st = random_states(200, seed=5)
+    strain = eps * 1.05 + np.array([3e-3, -1.5e-3, 0.0])
+    local = gtn_update(strain, st, PHASES, phase)
+    given = st.f.copy()
+    for _ in range(60):
+        trial = GTNState(st.stress, st.eps_p, st.epsbar_p, given, st.failed)
+        frozen = gtn_update(strain, trial, PHASES, phase, frozen_porosity=True)
+        nxt = st.f + (frozen.state.f - given)
+        if np.abs(nxt - given).max() < 1e-14:
+            break
+        given = nxt
+    ok = local.converged & frozen.converged & ~local.state.failed
+    assert ok.sum() > 150
+    np.testing.assert_allclose(given[ok], local.state.f[ok], rtol=1e-9, atol=1e-15)
+    np.testing.assert_allclose(frozen.stress[ok], local.stress[ok], rtol=1e-8, atol=1e-6)

@@ -606,13 +606,13 @@ def _flow(hK, hn, m, dtr, base, deb):
 
 @_jit
 def _gtn_system(dep, deq, deb, dfv, ptr, qtr, ebn, fn,
-                Kb, G, hK, he, hn, q1, q2, q3, fN, eN, sN, fc, slope, m, dtr):
+                Kb, G, hK, he, hn, q1, q2, q3, fN, eN, sN, fc, slope, m, dtr, frozen):
     """Residuals R1..R4 and Jacobian d(R)/d(dep, deq, deb, df), row major.
 
     R1 = 2 dep q/sM - 3 q1 q2 deq f* sinh(x)    (= sM (dep Phi_q - deq Phi_p))
     R2 = Phi(p, q, f*, sM)
     R3 = (1 - f) sM deb - p dep - q deq
-    R4 = df - (1 - f) dep - A(ebar) deb
+    R4 = df - (1 - f) dep - A(ebar) deb        (frozen porosity: R4 = df)
     with p = ptr - K dep, q = qtr - 3 G deq, x = 3 q2 p / (2 sM).
     """
     p = ptr - Kb * dep
@@ -645,11 +645,17 @@ def _gtn_system(dep, deq, deb, dfv, ptr, qtr, ebn, fn,
     J32 = -q + 3.0 * G * deq
     J33 = omf * (s + h * deb)
     J34 = -s * deb
-    R4 = dfv - omf * dep - A * deb
-    J41 = -omf
+    if frozen:
+        R4 = dfv
+        J41 = 0.0
+        J43 = 0.0
+        J44 = 1.0
+    else:
+        R4 = dfv - omf * dep - A * deb
+        J41 = -omf
+        J43 = -(A + dA * deb)
+        J44 = 1.0 + dep
     J42 = 0.0
-    J43 = -(A + dA * deb)
-    J44 = 1.0 + dep
     return (R1, R2, R3, R4,
             J11, J12, J13, J14, J21, J22, J23, J24,
             J31, J32, J33, J34, J41, J42, J43, J44)
@@ -845,8 +851,13 @@ _ELASTIC, _PLASTIC, _FAILED, _NONCONV = 0, 1, 2, 3
 
 @_jit
 def _be_point(e0, e1, e2, ep, ebn, fn, pr, tol, yield_tol, max_iter, max_ls,
-              Jm, rhs, sig, D, want_g, Gm, dt):
+              Jm, rhs, sig, D, want_g, Gm, dt, frozen):
     """One backward-Euler GTN update of one point.
+
+    frozen: porosity held at fn in the yield function (the staggered nonlocal scheme of
+    :mod:`lib.fe.gtn_rve`); the returned f_new is then fn plus the step's local growth
+    (1 - fn) tr(d eps_p) + A d ebar, which the caller averages, and failure at fF is the
+    caller's to decide.
 
     In: total strain (e0, e1, e2) = (exx, eyy, gxy); old state ep (4,) (updated
     in place on success), ebn, fn; packed parameters pr; rhs (4, 4) work array;
@@ -901,7 +912,7 @@ def _be_point(e0, e1, e2, ep, ebn, fn, pr, tol, yield_tol, max_iter, max_ls,
     deb = (p * dep + q * deq) / ((1.0 - fn) * sn)
     if not deb > 0.0:
         deb = 0.0
-    dfv = (1.0 - fn) * dep + _nucleation_rate(ebn + deb, fN, eN, sN) * deb
+    dfv = 0.0 if frozen else (1.0 - fn) * dep + _nucleation_rate(ebn + deb, fN, eN, sN) * deb
     if fn + dfv > f_cap:
         dfv = f_cap - fn
     if fn + dfv < 0.0:
@@ -912,7 +923,7 @@ def _be_point(e0, e1, e2, ep, ebn, fn, pr, tol, yield_tol, max_iter, max_ls,
     fs = fc + slope * (f - fc) if f > fc else f
     nu, x, dep, deq, phi, okp = _project(ptr, qtr, s, fs, Kb, G, q1, q2, q3, nu, x)
     out = _gtn_system(dep, deq, deb, dfv, ptr, qtr, ebn, fn, Kb, G, hK, he, hn,
-                      q1, q2, q3, fN, eN, sN, fc, slope, m, dtr)
+                      q1, q2, q3, fN, eN, sN, fc, slope, m, dtr, frozen)
     R3 = out[2] / sn
     R4 = out[3]
     merit = R3 * R3 + R4 * R4
@@ -959,7 +970,7 @@ def _be_point(e0, e1, e2, ep, ebn, fn, pr, tol, yield_tol, max_iter, max_ls,
             nu_t, x_t, dep_t, deq_t, phi_t, okp_t = _project(ptr, qtr, s_t, fs_t, Kb, G, q1,
                                                              q2, q3, nu, x)
             out_t = _gtn_system(dep_t, deq_t, deb_t, dfv_t, ptr, qtr, ebn, fn, Kb, G, hK,
-                                he, hn, q1, q2, q3, fN, eN, sN, fc, slope, m, dtr)
+                                he, hn, q1, q2, q3, fN, eN, sN, fc, slope, m, dtr, frozen)
             T3 = out_t[2] / sn
             T4 = out_t[3]
             mt = T3 * T3 + T4 * T4
@@ -974,7 +985,7 @@ def _be_point(e0, e1, e2, ep, ebn, fn, pr, tol, yield_tol, max_iter, max_ls,
         if fn + dfv > fmax:
             fmax = fn + dfv
     fnew = fn + dfv
-    if (ok and fnew >= fF * (1.0 - _F_FAIL_REL)) or ((not ok) and fmax >= f_near):
+    if (not frozen) and ((ok and fnew >= fF * (1.0 - _F_FAIL_REL)) or ((not ok) and fmax >= f_near)):
         return _FAILED, ebn, fn, it
     if not ok:
         return _NONCONV, ebn, fn, it
@@ -1009,11 +1020,11 @@ def _be_point(e0, e1, e2, ep, ebn, fn, pr, tol, yield_tol, max_iter, max_ls,
         rhs[0, 2] = -out[6] * hr                              # -dR1/dsM dsM/debar_old
         rhs[1, 2] = -out[10] * hr
         rhs[2, 2] = -(1.0 - fnew) * hn * s / (he + ebw) * deb  # -(1 - f) h deb
-        rhs[3, 2] = -Aw * zz / sN * deb                        # +A'(ebar) deb
+        rhs[3, 2] = 0.0 if frozen else -Aw * zz / sN * deb    # +A'(ebar) deb
         rhs[0, 3] = -out[7]                                   # -dR1/df* g
         rhs[1, 3] = -out[11]
         rhs[2, 3] = -out[15]                                  # sM deb
-        rhs[3, 3] = -dep
+        rhs[3, 3] = 0.0 if frozen else -dep
     if not _solve4(Jm, rhs, ncol):
         return _NONCONV, ebn, fn, it
     # ---- stress and plastic strain ----
@@ -1096,6 +1107,8 @@ def _be_point(e0, e1, e2, ep, ebn, fn, pr, tol, yield_tol, max_iter, max_ls,
             Gm[3, 4 + c] = 2.0 * nxy * rhs[1, 2 + c]
             Gm[4, 4 + c] = rhs[2, 2 + c]
             Gm[5, 4 + c] = rhs[3, 2 + c]
+    if frozen:  # the local growth the caller averages (f itself stayed fn)
+        fnew = fn + (1.0 - fn) * dep + _nucleation_rate(ebn + deb, fN, eN, sN) * deb
     return _PLASTIC, ebn + deb, fnew, it
 
 
@@ -1158,7 +1171,7 @@ def _chain_substep(Y, Gm, w, dz):
 
 @_jit
 def _kernel(strain, sig_old, ep_old, eb_old, f_old, failed_old, phase, P,
-            tol, yield_tol, max_iter, max_ls, max_sub, dt,
+            tol, yield_tol, max_iter, max_ls, max_sub, dt, frozen,
             sig, D, ep, eb, fo, failed, conv, niter, nsub):
     n = strain.shape[0]
     Jm = np.empty((4, 4))
@@ -1189,7 +1202,7 @@ def _kernel(strain, sig_old, ep_old, eb_old, f_old, failed_old, phase, P,
         else:
             st, ebnew, fnew, it = _be_point(strain[i, 0], strain[i, 1], strain[i, 2], ep[i],
                                             eb_old[i], f_old[i], pr, tol, yield_tol, max_iter,
-                                            max_ls, Jm, rhs, sbuf, Dbuf, False, Gm, dt)
+                                            max_ls, Jm, rhs, sbuf, Dbuf, False, Gm, dt, frozen)
             niter[i] = it
         if st == _NONCONV and max_sub > 1:
             # adaptive sub-stepping from the start-of-step strain, recovered
@@ -1212,6 +1225,7 @@ def _kernel(strain, sig_old, ep_old, eb_old, f_old, failed_old, phase, P,
                     Y[a, j] = 0.0
             ebs = eb_old[i]
             fs_ = f_old[i]
+            grown = 0.0  # frozen porosity: local growth summed over the sub-steps
             w = 0.0
             dw = 0.25
             dmin = 1.0 / max_sub
@@ -1228,7 +1242,7 @@ def _kernel(strain, sig_old, ep_old, eb_old, f_old, failed_old, phase, P,
                                             o1 + wn * (strain[i, 1] - o1),
                                             o2 + wn * (strain[i, 2] - o2), ept, ebs, fs_,
                                             pr, tol, yield_tol, max_iter, max_ls, Jm, rhs,
-                                            sbuf, Dbuf, True, Gm, (wn - w) * dt)
+                                            sbuf, Dbuf, True, Gm, (wn - w) * dt, frozen)
                 tot += it
                 if st == _FAILED:
                     break
@@ -1243,7 +1257,10 @@ def _kernel(strain, sig_old, ep_old, eb_old, f_old, failed_old, phase, P,
                     epb[a] = ept[a]
                     slast[a] = sbuf[a]
                 ebs = ebj
-                fs_ = fj
+                if frozen:
+                    grown += fj - fs_
+                else:
+                    fs_ = fj
                 w = wn
                 nacc += 1
                 dw *= 2.0
@@ -1263,7 +1280,7 @@ def _kernel(strain, sig_old, ep_old, eb_old, f_old, failed_old, phase, P,
                     ep[i, a] = epb[a]
                     sbuf[a] = slast[a]
                 ebnew = ebs
-                fnew = fs_
+                fnew = fs_ + grown
                 # consistent tangent of the whole step:
                 # sigma = C : (strain_new - eps_p), d eps_p / d strain_new = Y[:4]
                 for j in range(3):
@@ -1365,7 +1382,7 @@ def _check_phase(phase, n, n_phases) -> np.ndarray:
 def gtn_update(strain_new, state_old: GTNState, params, phase=None, *, tol: float = 1e-13,
                yield_tol: float = 1e-12, max_iter: int = 50, max_line_search: int = 10,
                max_substeps: int = 64, time_increment: float = 0.0,
-               diagnostics: dict | None = None) -> GTNUpdate:
+               frozen_porosity: bool = False, diagnostics: dict | None = None) -> GTNUpdate:
     """Implicit GTN update at ``n`` plane-strain quadrature points.
 
     Parameters
@@ -1398,6 +1415,13 @@ def gtn_update(strain_new, state_old: GTNState, params, phase=None, *, tol: floa
     time_increment : float
         Duration of the step (s); required (> 0) when a phase is rate
         dependent (``rate_sensitivity > 0``), ignored otherwise.
+    frozen_porosity : bool
+        Hold each point's porosity at ``state_old.f`` in the yield function (no void growth
+        in the return map, hence no damage softening in the tangent) and return in
+        ``state.f`` that value plus the step's *local* growth ``(1 - f) tr(d eps_p) + A
+        d ebar``. The building block of the staggered nonlocal scheme of
+        :mod:`lib.fe.gtn_rve` (``nonlocal_length > 0``), which averages the growth over a
+        length and decides failure itself; a point is not failed for reaching fF here.
     diagnostics : dict, optional
         If given, filled with ``"iterations"`` (n,): local Newton iterations
         summed over sub-steps (0 for elastic and already failed points), and
@@ -1457,7 +1481,7 @@ def gtn_update(strain_new, state_old: GTNState, params, phase=None, *, tol: floa
     nsub = np.empty(n, dtype=np.int64)
     _kernel(strain, st.stress, st.eps_p, st.epsbar_p, st.f, st.failed, ph, P, float(tol),
             float(yield_tol), int(max_iter), int(max_line_search), int(max_substeps), dt,
-            sig, D, ep, eb, fo, failed, conv, niter, nsub)
+            bool(frozen_porosity), sig, D, ep, eb, fo, failed, conv, niter, nsub)
     if diagnostics is not None:
         diagnostics["iterations"] = niter
         diagnostics["substeps"] = nsub

@@ -26,6 +26,18 @@ material update itself, so damage never forces tiny global steps. A run stops as
 fracture criteria are reached: the mean void volume fraction f̄ reaches ``mean_void_critical``
 (the paper's criterion) and the mean stress has dropped by ``load_drop`` below its peak
 (elongation at break, reported beside it).
+
+Optional nonlocal void growth (``GTNRVE(nonlocal_length=l)``, l in units of the RVE side; 0, the
+default, is the local model above): the regularization of damage localization by a length
+(Tvergaard & Needleman 1995; the implicit-gradient operator of Peerlings et al. 1996), solved by
+a staggered scheme in each increment — Newton on the displacements with every point's porosity
+frozen in the return map (``gtn_update(frozen_porosity=True)``: a symmetric tangent without
+damage softening, factorized by a symmetric solver), then the porosity set to its old value plus
+the phase-restricted nonlocal average (:mod:`lib.fe.nonlocal_void`) of the local void growth,
+Aitken-relaxed, until the porosity moves by at most ``nonlocal_tolerance``; a point fails when its
+nonlocal porosity reaches fF. At its fixed point with l -> 0 this is the local implicit update
+(tested), and the exact checks hold. Hill's check is skipped then (the frozen tangent has no
+damage softening to lose uniqueness by). Measured in BENCHMARKS.md: not the default.
 """
 from __future__ import annotations
 
@@ -37,6 +49,7 @@ import scipy.sparse as sp
 
 from lib.fe.gtn_material import FERRITE, MARTENSITE, GTNParameters, GTNState, gtn_update
 from lib.fe.linear_solver import PardisoSolver
+from lib.fe.nonlocal_void import PhaseNonlocalAverage
 from lib.fe.pixel_mesh import PeriodicPixelProblem, check_binary_image, check_phase_image
 
 _GAUSS = np.array([-1.0, 1.0]) / np.sqrt(3.0)
@@ -174,7 +187,8 @@ class RVEResult:
     (n_increments + 1,) cumulative works (MPa, per unit cell area) behind
     :meth:`nonphysical_share`; hill_strain: E_xx of the first converged increment whose
     material tangent has an indefinite symmetric part (:meth:`GTNRVE.hill_indefinite`; NaN if
-    none, or the check was off): past it a bifurcation of the path is possible.
+    none, or the check was off): past it a bifurcation of the path is possible; n_staggers:
+    staggered porosity updates of a nonlocal run (0 for the local model).
     """
 
     strain: np.ndarray
@@ -197,6 +211,7 @@ class RVEResult:
     damping_work: np.ndarray | None = None
     macro_work: np.ndarray | None = None
     hill_strain: float = float("nan")
+    n_staggers: int = 0
 
     def nonphysical_share(self, strain: float) -> float:
         """Work of the viscous stabilization over the macroscopic work up to the first converged
@@ -271,14 +286,27 @@ class GTNRVE:
     values 0 and 1. ``strain_rate``: the macroscopic d E_xx/dt (1/s) of the test, which sets
     each increment's duration; it matters only for rate-dependent phases
     (``GTNParameters.rate_sensitivity > 0``; 1e-3/s, a quasi-static tensile test).
+    ``nonlocal_length``: l > 0 (a fraction of the RVE side) switches on the nonlocal void growth
+    of the module docstring, with ``nonlocal_tolerance`` (porosity) and at most ``max_stagger``
+    porosity updates per increment before it is cut.
     """
 
     def __init__(self, size: int, phases: tuple[GTNParameters, GTNParameters] = (FERRITE, MARTENSITE),
                  criteria: FractureCriteria = FractureCriteria(),
                  stepping: LoadStepping = LoadStepping(), bifurcation_check: bool = True,
-                 strain_rate: float = 1e-3) -> None:
+                 strain_rate: float = 1e-3, nonlocal_length: float = 0.0,
+                 nonlocal_tolerance: float = 1e-5, max_stagger: int = 30) -> None:
         if not (np.isfinite(strain_rate) and strain_rate > 0):
             raise ValueError(f"strain_rate must be a positive rate (1/s), got {strain_rate}")
+        if not (np.isfinite(nonlocal_length) and nonlocal_length >= 0):
+            raise ValueError(f"nonlocal_length must be >= 0 (a fraction of the RVE side; 0 = local), "
+                             f"got {nonlocal_length}")
+        if not (nonlocal_tolerance > 0 and int(max_stagger) >= 1):
+            raise ValueError(f"need nonlocal_tolerance > 0 and max_stagger >= 1, got "
+                             f"{nonlocal_tolerance}, {max_stagger}")
+        self.nonlocal_length = float(nonlocal_length)
+        self.nonlocal_tolerance = float(nonlocal_tolerance)
+        self.max_stagger = int(max_stagger)
         self.strain_rate = float(strain_rate)
         self.fe = PeriodicPixelProblem(size)
         self.size = self.fe.size
@@ -290,6 +318,7 @@ class GTNRVE:
         if not np.allclose(offsets, (_NODE_SIGNS + 1) / 2):
             raise RuntimeError("pixel mesh: unexpected local node order")
         self.solver = PardisoSolver("structurally_symmetric")
+        self._symmetric_solver = PardisoSolver("symmetric_indefinite") if nonlocal_length > 0 else None
         self.bifurcation_check = bifurcation_check
         self._hill_solver = PardisoSolver("symmetric_indefinite") if bifurcation_check else None
         self._wbbar = self.bbar * self.weights[:, None, None]  # (4, 3, 8)
@@ -341,6 +370,121 @@ class GTNRVE:
         self._hill_solver.factorize(self._stiffness(sym.reshape(self.fe.n_cells, 4, 3, 3)))
         return self._hill_solver.inertia()[1] > 0
 
+
+    def _newton(self, u, u_try, macro_try, state, phase, damping, dt, frozen, seconds,
+                accept_first=False):
+        """Newton iterations of one increment from the predictor (u_try, macro_try) at the old
+        state ``state``. ``frozen``: porosity frozen in the return map; the tangent is then
+        symmetric (associative flow, no damage coupling), factorized by a symmetric solver.
+        ``accept_first``: a staggered re-solve from an equilibrium, whose predictor may already
+        be the answer and whose first correction reuses the last factorization.
+        Returns (ok, iterations, errors, u_try, macro_try, update, mean_stress)."""
+        solver = self._symmetric_solver if frozen else self.solver
+        st = self.stepping
+        sigma_ref = self.phases[0].sigma_y
+        ok, errors = False, []
+        update = mean_stress = None
+        for iterations in range(1, st.max_newton + 1):
+            t0 = time.perf_counter()
+            update = gtn_update(self._strains(u_try, macro_try), state, self.phases, phase,
+                                time_increment=dt, frozen_porosity=frozen)
+            halvings = 0
+            while not np.all(update.converged) and iterations > 1 and halvings < st.max_halvings:
+                # back-track along the last Newton correction before giving up the step
+                halvings += 1
+                u_try, macro_try = u_try - 0.5**halvings * du, macro_try - 0.5**halvings * dmacro
+                update = gtn_update(self._strains(u_try, macro_try), state, self.phases, phase,
+                                    time_increment=dt, frozen_porosity=frozen)
+            t1 = time.perf_counter()
+            seconds["constitutive"] += t1 - t0
+            if not np.all(update.converged):
+                break
+            residual_u, mean_stress = self._residual(update.stress[:, [0, 1, 3]])
+            if damping:
+                residual_u = residual_u + damping * (u_try - u)
+            scale = max(abs(mean_stress[0]), sigma_ref)
+            errors.append(max(np.abs(residual_u).max() / (scale / self.size),
+                              np.abs(mean_stress[1:]).max() / scale))
+            seconds["assembly"] += time.perf_counter() - t1
+            if (iterations > 1 or accept_first) and errors[-1] < st.tolerance:
+                ok = True
+                break
+            if errors[-1] > 10 * errors[0] or (iterations > 3 and errors[-1] > errors[-2]):
+                break  # diverging: cut the step now rather than after max_newton iterations
+            t1 = time.perf_counter()
+            matrix, k_u_e, k_e_u, k_e_e = self._tangent(update.tangent)
+            if damping:  # in place: the FE pattern (structurally symmetric) is kept
+                matrix.setdiag(matrix.diagonal() + damping)
+            t2 = time.perf_counter()
+            seconds["assembly"] += t2 - t1
+            if not (accept_first and iterations == 1):
+                solver.factorize(matrix)
+            x = solver.solve(np.column_stack([residual_u, k_u_e]))
+            schur = k_e_e - k_e_u.T @ x[:, 1:]
+            d_macro = np.linalg.solve(schur, -mean_stress[1:] + k_e_u.T @ x[:, 0])
+            du = -x[:, 0] - x[:, 1:] @ d_macro
+            dmacro = np.concatenate([[0.0], d_macro])
+            u_try, macro_try = u_try + du, macro_try + dmacro
+            seconds["solve"] += time.perf_counter() - t2
+            if not np.all(np.isfinite(u_try)):
+                break
+        return ok, iterations, errors, u_try, macro_try, update, mean_stress
+
+    def _staggered(self, u, u_try, macro_try, state, f_predicted, phase, damping, dt, averager,
+                   f_fail, seconds):
+        """One increment of the nonlocal RVE: Newton at frozen porosity ``f_given`` (start:
+        ``f_predicted``), then ``f_given <- f_old + A[local growth]`` (Aitken-relaxed), until
+        the porosity moves by at most ``nonlocal_tolerance``. A Newton failure after a porosity
+        update halves that update (up to 3 times) before the increment is given up. Returns
+        (ok, iterations, errors, u_try, macro_try, update, mean_stress, staggers, iterations for
+        the step control: the first solve's plus one per back-off)."""
+        f_given, failed_given = f_predicted, state.failed | (f_predicted >= f_fail * (1 - 1e-6))
+        iterations, errors, first = 0, [], 0
+        residual_old, relaxation = None, 1.0
+        f_safe = u_safe = macro_safe = None  # the last porosity whose mechanics converged
+        backoffs = 0
+        ok, update, mean_stress, n_stagger = False, None, None, 0
+        while n_stagger < self.max_stagger:
+            n_stagger += 1
+            trial = GTNState(state.stress, state.eps_p, state.epsbar_p, f_given, failed_given)
+            ok, its, errs, u_new, macro_new, update, mean_stress = self._newton(
+                u, u_try, macro_try, trial, phase, damping, dt, True, seconds,
+                accept_first=f_safe is not None)
+            iterations += its
+            errors += errs
+            first = first or its
+            if not ok:
+                if f_safe is None or backoffs == 3:
+                    return False, iterations, errors, u_new, macro_new, update, mean_stress, n_stagger, iterations
+                backoffs += 1  # half the porosity update, from the last converged mechanics
+                f_given = 0.5 * (f_safe[0] + f_given)
+                failed_given = f_safe[1] | (f_given >= f_fail * (1 - 1e-6))
+                residual_old, relaxation = None, 0.5 * relaxation
+                continue
+            u_try, macro_try = u_new, macro_new
+            f_safe = (f_given, failed_given)
+            t0 = time.perf_counter()
+            growth = np.where(update.state.failed, 0.0, update.state.f - f_given)
+            residual = np.minimum(state.f + averager(growth), f_fail) - f_given
+            change = float(np.abs(residual).max())
+            if change <= self.nonlocal_tolerance:
+                f_next = f_given + residual
+                failed_next = update.state.failed | (f_next >= f_fail * (1 - 1e-6))
+                update.state.f[:] = np.where(failed_next, f_fail, f_next)
+                update.state.failed[:] = failed_next
+                seconds["nonlocal"] = seconds.get("nonlocal", 0.0) + time.perf_counter() - t0
+                return True, iterations, errors, u_try, macro_try, update, mean_stress, n_stagger, first + backoffs
+            if residual_old is not None:  # Aitken's dynamic relaxation (Irons & Tuck 1969)
+                jump = residual - residual_old
+                relaxation = float(np.clip(-relaxation * (residual_old @ jump) / max(jump @ jump, 1e-300),
+                                           0.1, 4.0))
+            residual_old = residual
+            f_next = np.clip(f_given + relaxation * residual, 0.0, f_fail)
+            failed_given = update.state.failed | (f_next >= f_fail * (1 - 1e-6))
+            f_given = np.where(failed_given, f_fail, f_next)
+            seconds["nonlocal"] = seconds.get("nonlocal", 0.0) + time.perf_counter() - t0
+        return False, iterations, errors, u_try, macro_try, update, mean_stress, n_stagger, iterations
+
     # --- one tension run ---------------------------------------------------------------------
     def run(self, img: np.ndarray) -> RVEResult:
         """Pull ``img: (N, N) uint8, 1 = martensite`` in uniaxial tension along x to fracture.
@@ -368,7 +512,11 @@ class GTNRVE:
         damping_scale = 1.0  # lowered by the adaptive stabilization (stabilization_floor < 1)
         step = st.initial
         status = "converged"
-        sigma_ref = self.phases[0].sigma_y
+        averager = (PhaseNonlocalAverage(self.fe, phase, self.nonlocal_length)
+                    if self.nonlocal_length > 0 else None)
+        f_fail = np.array([p.fF for p in self.phases])[phase]  # (n_points,) failure porosity
+        n_staggers = 0
+        f_rate = np.zeros(phase.size)  # d f / d E_xx of the last increment: the porosity predictor
 
         while True:
             target = min(macro[0] + step, crit.max_strain)
@@ -383,49 +531,16 @@ class GTNRVE:
             damping = (st.stabilization * damping_scale * self.phases[0].E * st.initial / d_exx
                        if stabilized else 0.0)
             dt = d_exx / self.strain_rate
-            for iterations in range(1, st.max_newton + 1):
-                t0 = time.perf_counter()
-                update = gtn_update(self._strains(u_try, macro_try), state, self.phases, phase,
-                                    time_increment=dt)
-                halvings = 0
-                while not np.all(update.converged) and iterations > 1 and halvings < st.max_halvings:
-                    # back-track along the last Newton correction before giving up the step
-                    halvings += 1
-                    u_try, macro_try = u_try - 0.5**halvings * du, macro_try - 0.5**halvings * dmacro
-                    update = gtn_update(self._strains(u_try, macro_try), state, self.phases, phase,
-                                        time_increment=dt)
-                t1 = time.perf_counter()
-                seconds["constitutive"] += t1 - t0
-                if not np.all(update.converged):
-                    break
-                residual_u, mean_stress = self._residual(update.stress[:, [0, 1, 3]])
-                if damping:
-                    residual_u = residual_u + damping * (u_try - u)
-                scale = max(abs(mean_stress[0]), sigma_ref)
-                errors.append(max(np.abs(residual_u).max() / (scale / self.size),
-                                  np.abs(mean_stress[1:]).max() / scale))
-                seconds["assembly"] += time.perf_counter() - t1
-                if iterations > 1 and errors[-1] < st.tolerance:
-                    ok = True
-                    break
-                if errors[-1] > 10 * errors[0] or (iterations > 3 and errors[-1] > errors[-2]):
-                    break  # diverging: cut the step now rather than after max_newton iterations
-                t1 = time.perf_counter()
-                matrix, k_u_e, k_e_u, k_e_e = self._tangent(update.tangent)
-                if damping:  # in place: the FE pattern (structurally symmetric) is kept
-                    matrix.setdiag(matrix.diagonal() + damping)
-                t2 = time.perf_counter()
-                seconds["assembly"] += t2 - t1
-                self.solver.factorize(matrix)
-                x = self.solver.solve(np.column_stack([residual_u, k_u_e]))
-                schur = k_e_e - k_e_u.T @ x[:, 1:]
-                d_macro = np.linalg.solve(schur, -mean_stress[1:] + k_e_u.T @ x[:, 0])
-                du = -x[:, 0] - x[:, 1:] @ d_macro
-                dmacro = np.concatenate([[0.0], d_macro])
-                u_try, macro_try = u_try + du, macro_try + dmacro
-                seconds["solve"] += time.perf_counter() - t2
-                if not np.all(np.isfinite(u_try)):
-                    break
+            if averager is None:
+                ok, iterations, errors, u_try, macro_try, update, mean_stress = self._newton(
+                    u, u_try, macro_try, state, phase, damping, dt, False, seconds)
+                iterations_control = iterations
+            else:  # staggered: mechanics at frozen porosity <-> nonlocal average of its growth
+                f_predicted = np.minimum(state.f + f_rate * d_exx, f_fail)
+                (ok, iterations, errors, u_try, macro_try, update, mean_stress, n_stagger,
+                 iterations_control) = self._staggered(u, u_try, macro_try, state, f_predicted, phase,
+                                                       damping, dt, averager, f_fail, seconds)
+                n_staggers += n_stagger
             n_newton += iterations
             newton_errors.append(errors)
             if not ok:
@@ -440,6 +555,7 @@ class GTNRVE:
                 continue
 
             du_rate, dmacro_rate = (u_try - u) / d_exx, (macro_try - macro) / d_exx
+            f_rate = np.where(update.state.failed, 0.0, update.state.f - state.f) / d_exx
             damping_work += damping * float((u_try - u) @ (u_try - u))
             macro_work += 0.5 * (history["stress"][-1] + mean_stress[0]) * d_exx
             u, macro, state = u_try, macro_try, update.state
@@ -450,7 +566,7 @@ class GTNRVE:
             history["void"].append(mean_void)
             history["damping_work"].append(damping_work)
             history["macro_work"].append(macro_work)
-            if self.bifurcation_check and np.isnan(hill_strain):
+            if self.bifurcation_check and averager is None and np.isnan(hill_strain):
                 t0 = time.perf_counter()
                 if self.hill_indefinite(update.tangent):
                     hill_strain = float(macro[0])
@@ -463,8 +579,8 @@ class GTNRVE:
                 drop_map = self.fe.cells_to_pixels(state.f.reshape(-1, 4).mean(axis=1))
             if (void_map is not None and dropped) or macro[0] >= crit.max_strain - 1e-12:
                 break
-            step = min(step * st.grow, st.maximum) if iterations <= st.easy_newton else step
-            if stabilized and iterations <= st.easy_newton + 1:
+            step = min(step * st.grow, st.maximum) if iterations_control <= st.easy_newton else step
+            if stabilized and iterations_control <= st.easy_newton + 1:
                 damping_scale = max(st.stabilization_floor, 0.5 * damping_scale)
             if st.void_increment:  # accuracy: the next increment should add about void_increment to f̄
                 growth = mean_void - history["void"][-2]
@@ -489,5 +605,5 @@ class GTNRVE:
             stabilization_energy_fraction=damping_work / macro_work if macro_work > 0 else 0.0,
             stabilized_from=stabilized_from, load_drop_void_map=drop_map,
             damping_work=np.asarray(history["damping_work"]), macro_work=np.asarray(history["macro_work"]),
-            hill_strain=hill_strain,
+            hill_strain=hill_strain, n_staggers=n_staggers,
         )
