@@ -464,8 +464,10 @@ class GTNRVE:
             u_try, macro_try = u_new, macro_new
             f_safe = (f_given, failed_given)
             t0 = time.perf_counter()
-            growth = np.where(update.state.failed, 0.0, update.state.f - f_given)
-            residual = np.minimum(state.f + averager(growth), f_fail) - f_given
+            failed_now = update.state.failed | failed_given
+            growth = np.where(failed_now, 0.0, update.state.f - f_given)
+            # a failed point's porosity is fF by definition: no residual there
+            residual = np.where(failed_now, 0.0, np.minimum(state.f + averager(growth), f_fail) - f_given)
             change = float(np.abs(residual).max())
             if change <= self.nonlocal_tolerance:
                 f_next = f_given + residual
