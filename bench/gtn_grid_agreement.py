@@ -16,10 +16,12 @@ of 8 structures): a killed run resumes, a finished one is reread. All labels are
 
 ``--rate-sensitivity m`` labels every variant with the rate-dependent matrix
 (``GTNParameters.rate_sensitivity``; see ``bench/gtn_rate_dependence.py``) instead of the
-rate-independent one.
+rate-independent one; ``--nonlocal-length l`` with the nonlocal void growth
+(``GTNRVE(nonlocal_length=l)``, l a fraction of the RVE side; see ``bench/gtn_nonlocal.py``).
 
 Usage:  python bench/gtn_grid_agreement.py [--grids 32 64] [--coarsenings block_mean phase_mixture]
-            [--reference 128] [--per-category 10] [--rate-sensitivity 0] [--profile default]
+            [--reference 128] [--per-category 10] [--rate-sensitivity 0] [--nonlocal-length 0]
+            [--profile default]
 """
 from __future__ import annotations
 
@@ -66,7 +68,8 @@ def first_picks(profile: str, per_category: int) -> tuple[dict, np.ndarray]:
 
 
 def grid_labels(profile: str, images: np.ndarray, picks: np.ndarray, grid: int, coarsening: str,
-                n_jobs: int, rate_sensitivity: float = 0.0) -> dict[str, np.ndarray]:
+                n_jobs: int, rate_sensitivity: float = 0.0,
+                nonlocal_length: float = 0.0) -> dict[str, np.ndarray]:
     """Labels of ``images`` on ``grid`` with ``coarsening``, cached as a resumable stage."""
     criteria = profile_criteria(profile)
     params = {"version": FRACTURE_LABELS_VERSION, "picks": picks.tolist(), "grid": grid,
@@ -74,11 +77,13 @@ def grid_labels(profile: str, images: np.ndarray, picks: np.ndarray, grid: int, 
               "criteria": [criteria.mean_void_critical, criteria.load_drop, criteria.max_strain]}
     if rate_sensitivity:
         params["rate_sensitivity"] = rate_sensitivity
+    if nonlocal_length:
+        params["nonlocal_length"] = nonlocal_length
     phases = tuple(replace(p, rate_sensitivity=rate_sensitivity) for p in (FERRITE, MARTENSITE))
 
     def compute(a: int, b: int) -> dict[str, np.ndarray]:
         out = label_structures(images[a:b], grid, criteria, n_jobs=n_jobs, coarsening=coarsening,
-                               phases=phases)
+                               phases=phases, nonlocal_length=nonlocal_length)
         return {k: out[k] for k in KEEP}
 
     return load_stage(chunked_stage(profile, "bench_gtn_grid", params, len(images), compute,
@@ -92,6 +97,7 @@ def main() -> None:
     parser.add_argument("--reference", type=int, default=128)
     parser.add_argument("--per-category", type=int, default=10)
     parser.add_argument("--rate-sensitivity", type=float, default=0.0)
+    parser.add_argument("--nonlocal-length", type=float, default=0.0)
     parser.add_argument("--profile", default="default")
     parser.add_argument("--n-jobs", type=int, default=-1)
     parser.add_argument("--out", type=Path, default=Path("results/bench/gtn_grid_agreement.npz"))
@@ -106,7 +112,8 @@ def main() -> None:
     for grid, rule in variants:
         t0 = time.perf_counter()
         lab = labels[(grid, rule)] = grid_labels(args.profile, images, picks, grid, rule,
-                                                 args.n_jobs, args.rate_sensitivity)
+                                                 args.n_jobs, args.rate_sensitivity,
+                                                 args.nonlocal_length)
         print(f"grid {grid} {rule if grid < images.shape[1] else '(reference)'}: "
               f"{time.perf_counter() - t0:.0f} s this call, failed {int((~lab['converged']).sum())}, "
               f"median {np.median(lab['seconds']):.1f} s per structure, "

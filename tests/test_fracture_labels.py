@@ -447,3 +447,24 @@ def test_stage_key_is_unchanged_by_fields_that_are_off():
     constant = _params_dict(LoadStepping())
     assert set(constant) == {f.name for f in dc.fields(LoadStepping)} - {"stabilization_floor"}
     assert _params_dict(LoadStepping(stabilization_floor=1e-3))["stabilization_floor"] == 1e-3
+
+
+def test_nonlocal_labels_are_the_nonlocal_rve_and_a_stage_of_their_own(tmp_study_dirs):
+    """``nonlocal_length`` reaches the RVE (labels equal GTNRVE(nonlocal_length=l)'s), is
+    validated, and enters the stage key only when on (local labels keep their keys)."""
+    imgs = coarsen_images(tiny_structures(), 8)
+    lab = fl.label_structures(imgs[2:3], 8, CRITERIA, n_jobs=1, nonlocal_length=0.1)
+    result = GTNRVE(8, criteria=CRITERIA, nonlocal_length=0.1).run(imgs[2])
+    assert result.n_staggers > result.n_increments
+    assert lab["fracture_strain"][0] == pytest.approx(result.fracture_strain, rel=1e-9)
+    np.testing.assert_allclose(lab["void_map"][0], result.void_map, rtol=1e-6)
+    local = GTNRVE(8, criteria=CRITERIA).run(imgs[2])
+    assert result.void_map.max() < 0.9 * local.void_map.max()  # the grain corners' peak is spread
+    with pytest.raises(ValueError, match="nonlocal_length"):
+        fl.label_structures(imgs[2:3], 8, CRITERIA, n_jobs=1, nonlocal_length=-1.0)
+    profile = get_profile("smoke", label_chunk=4, n_jobs=1, fe_grid=4)
+    database = make_database(tiny_structures())
+    plain = fracture_labels(profile, database)
+    assert "nonlocal_length" not in stage_attrs(plain)["params"]
+    spread = fracture_labels(profile, database, nonlocal_length=0.1)
+    assert spread != plain and stage_attrs(spread)["params"]["nonlocal_length"] == 0.1

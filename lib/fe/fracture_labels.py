@@ -481,19 +481,22 @@ def _from_result(result: RVEResult, criteria: FractureCriteria, grid: int,
 
 
 def _solver(grid: int, phases: tuple[GTNParameters, ...], criteria: FractureCriteria,
-            stepping: LoadStepping) -> GTNRVE:
+            stepping: LoadStepping, nonlocal_length: float = 0.0) -> GTNRVE:
     """This process's GTNRVE for the configuration (built on first use, then reused)."""
-    key = (grid, phases, criteria, stepping)
+    key = (grid, phases, criteria, stepping, nonlocal_length)
     if key not in _SOLVERS:
-        _SOLVERS[key] = GTNRVE(grid, phases=phases, criteria=criteria, stepping=stepping)
+        _SOLVERS[key] = GTNRVE(grid, phases=phases, criteria=criteria, stepping=stepping,
+                               nonlocal_length=nonlocal_length)
     return _SOLVERS[key]
 
 
 def label_structure(fe_image: np.ndarray, criteria: FractureCriteria = FractureCriteria(),
                     stepping: LoadStepping = LoadStepping(),
                     phases: tuple[GTNParameters, ...] = (FERRITE, MARTENSITE),
-                    max_len: int = HISTORY_LENGTH, load_drop_map: bool = False) -> dict[str, Any]:
-    """Labels of one FE image ``(grid, grid)`` uint8 (already coarsened), run here.
+                    max_len: int = HISTORY_LENGTH, load_drop_map: bool = False,
+                    nonlocal_length: float = 0.0) -> dict[str, Any]:
+    """Labels of one FE image ``(grid, grid)`` uint8 (already coarsened), run here
+    (``nonlocal_length > 0``: the nonlocal void growth of :mod:`lib.fe.gtn_rve`).
 
     Never raises for a run that goes wrong: an exception inside the solver is recorded as
     ``status = "failed: <Type>: <message>"`` with NaN labels, so one sample cannot stop a
@@ -502,7 +505,7 @@ def label_structure(fe_image: np.ndarray, criteria: FractureCriteria = FractureC
     grid = int(np.shape(fe_image)[0])
     t0 = time.perf_counter()
     try:
-        rve = _solver(grid, tuple(phases), criteria, stepping)
+        rve = _solver(grid, tuple(phases), criteria, stepping, float(nonlocal_length))
         out = _from_result(rve.run(fe_image), criteria, grid, max_len, load_drop_map)
     except Exception as err:  # noqa: BLE001 - recorded per sample by design (SPEC A2)
         out = _empty_sample(grid, max_len, load_drop_map)
@@ -514,12 +517,13 @@ def label_structure(fe_image: np.ndarray, criteria: FractureCriteria = FractureC
 
 def label_batch(fe_images: np.ndarray, criteria: FractureCriteria, stepping: LoadStepping,
                 phases: tuple[GTNParameters, ...], max_len: int = HISTORY_LENGTH,
-                threads: int = 1, load_drop_map: bool = False) -> list[dict[str, Any]]:
+                threads: int = 1, load_drop_map: bool = False,
+                nonlocal_length: float = 0.0) -> list[dict[str, Any]]:
     """:func:`label_structure` for each of ``fe_images: (n, grid, grid)``, with ``threads``
     BLAS/MKL threads (the unit of work of one joblib or Dask task)."""
     with threadpool_limits(limits=threads):
-        return [label_structure(img, criteria, stepping, phases, max_len, load_drop_map)
-                for img in fe_images]
+        return [label_structure(img, criteria, stepping, phases, max_len, load_drop_map,
+                                nonlocal_length) for img in fe_images]
 
 
 def _stack(samples: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
@@ -540,7 +544,8 @@ def label_structures(images: Any, grid: int, criteria: FractureCriteria = Fractu
                      max_len: int = HISTORY_LENGTH, threads_per_worker: int = 1,
                      scheduler_address: str | None = None,
                      load_drop_map: bool = False,
-                     coarsening: str = "block_mean") -> dict[str, np.ndarray]:
+                     coarsening: str = "block_mean",
+                     nonlocal_length: float = 0.0) -> dict[str, np.ndarray]:
     """Fracture labels of ``images: (n, N, N)`` (1 = martensite) on a ``grid`` x ``grid`` FE mesh.
 
     The images are coarsened by the rule ``coarsening`` (:data:`COARSENINGS`: ``"block_mean"``,
@@ -550,7 +555,8 @@ def label_structures(images: Any, grid: int, criteria: FractureCriteria = Fractu
     (-1 = all cores; 1 = here) or, with ``scheduler_address`` (or ``STUDY_DASK_SCHEDULER``), on
     a Dask cluster. Returns the arrays listed in the module docstring, rows in input order; the
     split only decides who computes which sample. ``load_drop_map``: also the void map at the
-    load-drop state (``load_drop_void_map``).
+    load-drop state (``load_drop_void_map``). ``nonlocal_length`` (a fraction of the RVE side;
+    0, the default, is the local model): the nonlocal void growth of :mod:`lib.fe.gtn_rve`.
     """
     fe_images = _COARSEN[_check_coarsening(coarsening)](images, grid)
     if not isinstance(criteria, FractureCriteria):
@@ -562,12 +568,17 @@ def label_structures(images: Any, grid: int, criteria: FractureCriteria = Fractu
         raise ValueError("phases must be two GTNParameters: (ferrite, martensite)")
     if isinstance(max_len, bool) or not isinstance(max_len, (int, np.integer)) or max_len < 16:
         raise ValueError(f"max_len must be an integer >= 16, got {max_len!r}")
+    if not (isinstance(nonlocal_length, (int, float, np.floating)) and np.isfinite(nonlocal_length)
+            and nonlocal_length >= 0):
+        raise ValueError(f"nonlocal_length must be a number >= 0 (a fraction of the RVE side), "
+                         f"got {nonlocal_length!r}")
     if coarsening == "phase_mixture":  # 2 levels (the phases themselves) at grid = N
         block = np.asarray(images).shape[1] // grid
         phases = mixture_phases(phases[0], phases[1], block * block + 1)
     address = cluster.scheduler_address(scheduler_address)
     n_workers = (os.cpu_count() or 1) if n_jobs == -1 else max(1, int(n_jobs))
-    args = (criteria, stepping, phases, int(max_len), threads_per_worker, bool(load_drop_map))
+    args = (criteria, stepping, phases, int(max_len), threads_per_worker, bool(load_drop_map),
+            float(nonlocal_length))
     if address:
         bounds = range(0, len(fe_images), DASK_BATCH)
         with cluster.dask_backend(address):
@@ -607,14 +618,15 @@ def fracture_labels(profile: Profile | str, database_path: Path, *, grid: int | 
                     phases: tuple[GTNParameters, GTNParameters] = (FERRITE, MARTENSITE),
                     n_jobs: int | None = None, scheduler_address: str | None = None,
                     threads_per_worker: int = 1, progress: bool = True,
-                    coarsening: str = "block_mean") -> Path:
+                    coarsening: str = "block_mean", nonlocal_length: float = 0.0) -> Path:
     """Stage ``fracture_labels``: GTN fracture labels of every structure of a dual-phase dataset.
 
     ``database_path`` is the :func:`lib.microstructures.dual_phase.dual_phase_dataset` stage
     (``images: (n, 128, 128) uint8``). ``grid`` defaults to ``profile.fe_grid`` and ``criteria``
     to :func:`profile_criteria`; ``n_jobs`` to ``profile.n_jobs``. Returns the stage path;
     datasets as the module docstring, rows in dataset order. Chunks of ``profile.label_chunk``
-    samples are checkpointed, so a killed run resumes where it stopped.
+    samples are checkpointed, so a killed run resumes where it stopped. ``nonlocal_length > 0``
+    labels with the nonlocal void growth (:func:`label_structures`; not the default).
     """
     prof = get_profile(profile) if isinstance(profile, str) else profile
     if not isinstance(prof, Profile):
@@ -645,6 +657,8 @@ def fracture_labels(profile: Profile | str, database_path: Path, *, grid: int | 
         "phases": [_params_dict(p) for p in phases],
         "history_length": HISTORY_LENGTH,
     }
+    if nonlocal_length:  # left out while off: the keys of the local labels stay as they were
+        params["nonlocal_length"] = float(nonlocal_length)
     attrs = {
         "fe_grid": grid,
         "mean_void_critical": float(criteria.mean_void_critical),
@@ -667,7 +681,7 @@ def fracture_labels(profile: Profile | str, database_path: Path, *, grid: int | 
         compute_chunk=lambda a, b: label_structures(
             images[a:b], grid, criteria, n_jobs, stepping=stepping, phases=phases,
             threads_per_worker=threads_per_worker, scheduler_address=scheduler_address,
-            coarsening=coarsening),
+            coarsening=coarsening, nonlocal_length=nonlocal_length),
         chunk_size=prof.label_chunk, upstream=[read_key(database_path)], attrs=attrs,
         progress=progress,
     )
