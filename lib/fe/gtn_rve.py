@@ -434,8 +434,9 @@ class GTNRVE:
                    f_fail, seconds):
         """One increment of the nonlocal RVE: Newton at frozen porosity ``f_given`` (start:
         ``f_predicted``), then ``f_given <- f_old + A[local growth]`` (Aitken-relaxed), until
-        the porosity moves by at most ``nonlocal_tolerance``. A Newton failure after a porosity
-        update halves that update (up to 3 times) before the increment is given up. Returns
+        the porosity moves by at most ``nonlocal_tolerance``. A Newton failure at the predicted
+        porosity restarts from the old one; after a porosity update it halves that update (up
+        to 3 times) before the increment is given up. Returns
         (ok, iterations, errors, u_try, macro_try, update, mean_stress, staggers, iterations for
         the step control: the first solve's plus one per back-off)."""
         f_given, failed_given = f_predicted, state.failed | (f_predicted >= f_fail * (1 - 1e-6))
@@ -454,6 +455,9 @@ class GTNRVE:
             errors += errs
             first = first or its
             if not ok:
+                if f_safe is None and f_given is not state.f:  # the porosity predictor overshot:
+                    f_given, failed_given = state.f, state.failed  # start from the old porosity
+                    continue
                 if f_safe is None or backoffs == 3:
                     return False, iterations, errors, u_new, macro_new, update, mean_stress, n_stagger, iterations
                 backoffs += 1  # half the porosity update, from the last converged mechanics
