@@ -17,11 +17,13 @@ of 8 structures): a killed run resumes, a finished one is reread. All labels are
 ``--rate-sensitivity m`` labels every variant with the rate-dependent matrix
 (``GTNParameters.rate_sensitivity``; see ``bench/gtn_rate_dependence.py``) instead of the
 rate-independent one; ``--nonlocal-length l`` with the nonlocal void growth
-(``GTNRVE(nonlocal_length=l)``, l a fraction of the RVE side; see ``bench/gtn_nonlocal.py``).
+(``GTNRVE(nonlocal_length=l)``, l a fraction of the RVE side; see ``bench/gtn_nonlocal.py``);
+``--grid-nonlocal-length`` gives the coarse grids another one (0: the local model against a
+nonlocal reference).
 
 Usage:  python bench/gtn_grid_agreement.py [--grids 32 64] [--coarsenings block_mean phase_mixture]
             [--reference 128] [--per-category 10] [--rate-sensitivity 0] [--nonlocal-length 0]
-            [--profile default]
+            [--grid-nonlocal-length L] [--profile default]
 """
 from __future__ import annotations
 
@@ -98,6 +100,7 @@ def main() -> None:
     parser.add_argument("--per-category", type=int, default=10)
     parser.add_argument("--rate-sensitivity", type=float, default=0.0)
     parser.add_argument("--nonlocal-length", type=float, default=0.0)
+    parser.add_argument("--grid-nonlocal-length", type=float, default=None)
     parser.add_argument("--profile", default="default")
     parser.add_argument("--n-jobs", type=int, default=-1)
     parser.add_argument("--out", type=Path, default=Path("results/bench/gtn_grid_agreement.npz"))
@@ -111,9 +114,10 @@ def main() -> None:
     labels = {}
     for grid, rule in variants:
         t0 = time.perf_counter()
+        length = (args.nonlocal_length if grid == args.reference or args.grid_nonlocal_length is None
+                  else args.grid_nonlocal_length)
         lab = labels[(grid, rule)] = grid_labels(args.profile, images, picks, grid, rule,
-                                                 args.n_jobs, args.rate_sensitivity,
-                                                 args.nonlocal_length)
+                                                 args.n_jobs, args.rate_sensitivity, length)
         print(f"grid {grid} {rule if grid < images.shape[1] else '(reference)'}: "
               f"{time.perf_counter() - t0:.0f} s this call, failed {int((~lab['converged']).sum())}, "
               f"median {np.median(lab['seconds']):.1f} s per structure, "
