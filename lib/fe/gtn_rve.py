@@ -471,7 +471,7 @@ class GTNRVE:
             failed_now = update.state.failed | failed_given
             growth = np.where(failed_now, 0.0, update.state.f - f_given)
             # a failed point's porosity is fF by definition: no residual there
-            residual = np.where(failed_now, 0.0, np.minimum(state.f + averager(growth), f_fail) - f_given)
+            residual = np.where(failed_now, 0.0, np.clip(state.f + averager(growth), 0.0, f_fail) - f_given)
             change = float(np.abs(residual).max())
             if change <= self.nonlocal_tolerance:
                 f_next = f_given + residual
@@ -542,7 +542,7 @@ class GTNRVE:
                     u, u_try, macro_try, state, phase, damping, dt, False, seconds)
                 iterations_control = iterations
             else:  # staggered: mechanics at frozen porosity <-> nonlocal average of its growth
-                f_predicted = np.minimum(state.f + f_rate * d_exx, f_fail)
+                f_predicted = np.clip(state.f + f_rate * d_exx, 0.0, f_fail)
                 (ok, iterations, errors, u_try, macro_try, update, mean_stress, n_stagger,
                  iterations_control) = self._staggered(u, u_try, macro_try, state, f_predicted, phase,
                                                        damping, dt, averager, f_fail, seconds)
