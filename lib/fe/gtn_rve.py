@@ -370,7 +370,6 @@ class GTNRVE:
         self._hill_solver.factorize(self._stiffness(sym.reshape(self.fe.n_cells, 4, 3, 3)))
         return self._hill_solver.inertia()[1] > 0
 
-
     def _newton(self, u, u_try, macro_try, state, phase, damping, dt, frozen, seconds,
                 accept_first=False):
         """Newton iterations of one increment from the predictor (u_try, macro_try) at the old
@@ -442,8 +441,8 @@ class GTNRVE:
         f_given, failed_given = f_predicted, state.failed | (f_predicted >= f_fail * (1 - 1e-6))
         iterations, errors, first = 0, [], 0
         residual_old, relaxation = None, 1.0
-        f_safe = u_safe = macro_safe = None  # the last porosity whose mechanics converged
-        backoffs = 0
+        f_safe = None  # (porosity, failed) of the last converged mechanics
+        backoffs, restarted = 0, False
         ok, update, mean_stress, n_stagger = False, None, None, 0
         while n_stagger < self.max_stagger:
             n_stagger += 1
@@ -455,8 +454,9 @@ class GTNRVE:
             errors += errs
             first = first or its
             if not ok:
-                if f_safe is None and f_given is not state.f:  # the porosity predictor overshot:
+                if f_safe is None and not restarted:  # the porosity predictor overshot:
                     f_given, failed_given = state.f, state.failed  # start from the old porosity
+                    restarted = True
                     continue
                 if f_safe is None or backoffs == 3:
                     return False, iterations, errors, u_new, macro_new, update, mean_stress, n_stagger, iterations
