@@ -431,8 +431,8 @@ def test_label_quality_counts_marked_labels_and_labels_past_the_hill_point():
 
 def test_stage_key_is_unchanged_by_fields_that_are_off():
     """The rate fields enter a stage key only for a rate-dependent phase, and the adaptive
-    stabilization's floor only when it is below 1, so labels cached before they existed keep
-    their keys."""
+    stabilization's floor only when it is below 1 and the Newton line search only when on, so
+    labels cached before they existed keep their keys."""
     import dataclasses as dc
 
     from lib.fe.fracture_labels import _params_dict
@@ -445,8 +445,10 @@ def test_stage_key_is_unchanged_by_fields_that_are_off():
     # the same for the adaptive stabilization: a constant one (the default) keeps the old keys
     from lib.fe.gtn_rve import LoadStepping
     constant = _params_dict(LoadStepping())
-    assert set(constant) == {f.name for f in dc.fields(LoadStepping)} - {"stabilization_floor"}
+    assert set(constant) == {f.name for f in dc.fields(LoadStepping)} - {"stabilization_floor",
+                                                                        "line_search"}
     assert _params_dict(LoadStepping(stabilization_floor=1e-3))["stabilization_floor"] == 1e-3
+    assert _params_dict(LoadStepping(line_search=3))["line_search"] == 3  # and the line search
 
 
 def test_nonlocal_labels_are_the_nonlocal_rve_and_a_stage_of_their_own(tmp_study_dirs):

@@ -183,13 +183,15 @@ def test_hill_check_agrees_with_dense_eigenvalues_and_stays_off_while_hardening(
     np.testing.assert_array_equal(unchecked.stress, result.stress)  # a diagnostic only
 
 
-@pytest.mark.parametrize("options", [{"void_increment": 1e-4}, {"bifurcation_check": False}],
-                         ids=["void_increment", "no_bifurcation_check"])
+@pytest.mark.parametrize("options", [{"void_increment": 1e-4}, {"bifurcation_check": False},
+                                     {"line_search": 4}],
+                         ids=["void_increment", "no_bifurcation_check", "line_search"])
 def test_exact_checks_hold_with_every_solver_option(options):
     """The uniform RVE and the laminate along x with each solver option (adaptive steps on the
-    void growth; the Hill check off), against the material points."""
+    void growth; the Hill check off; the Newton line search), against the material points."""
     stepping = LoadStepping(initial=0.005, maximum=0.01, tolerance=1e-9,
-                            void_increment=options.get("void_increment", 0.0))
+                            void_increment=options.get("void_increment", 0.0),
+                            line_search=options.get("line_search", 0))
     check = options.get("bifurcation_check", True)
     criteria = FractureCriteria(mean_void_critical=0.9, max_strain=0.12)
     uniform = GTNRVE(4, criteria=criteria, stepping=stepping, bifurcation_check=check).run(
@@ -280,19 +282,22 @@ def test_rate_dependent_labels_tend_to_the_rate_independent_ones():
 NONLOCAL = {"nonlocal_length": 0.05, "nonlocal_tolerance": 1e-11}
 
 
-def test_exact_checks_hold_for_the_nonlocal_void_growth():
+@pytest.mark.parametrize("line_search", [0, 4])
+def test_exact_checks_hold_for_the_nonlocal_void_growth(line_search):
     """The staggered nonlocal RVE (frozen-porosity mechanics <-> averaged void growth) on the
-    exact answers: the uniform RVE is the material point and the laminate along x the mixture
-    of its layers (each layer's growth is uniform, and the average stays within a phase)."""
+    exact answers, with and without the Newton line search: the uniform RVE is the material
+    point and the laminate along x the mixture of its layers (each layer's growth is uniform,
+    and the average stays within a phase)."""
     criteria = FractureCriteria(mean_void_critical=0.9, max_strain=0.3)
-    uniform = GTNRVE(4, criteria=criteria, stepping=FIXED, **NONLOCAL).run(np.zeros((4, 4), np.uint8))
+    stepping = dataclasses.replace(FIXED, line_search=line_search)
+    uniform = GTNRVE(4, criteria=criteria, stepping=stepping, **NONLOCAL).run(np.zeros((4, 4), np.uint8))
     assert uniform.status == "converged" and uniform.n_staggers > uniform.n_increments
     sigma, lateral, voids = material_point_tension(FERRITE, uniform.strain[1:])
     np.testing.assert_allclose(uniform.stress[1:], sigma, rtol=1e-7)
     np.testing.assert_allclose(uniform.mean_void[1:], voids, rtol=1e-6)
     img = np.zeros((8, 8), np.uint8)
     img[2:5] = 1
-    laminate = GTNRVE(8, criteria=dataclasses.replace(criteria, max_strain=0.12), stepping=FIXED,
+    laminate = GTNRVE(8, criteria=dataclasses.replace(criteria, max_strain=0.12), stepping=stepping,
                       **NONLOCAL).run(img)
     ferrite, _, _ = material_point_tension(FERRITE, laminate.strain[1:])
     martensite, _, _ = material_point_tension(MARTENSITE, laminate.strain[1:])
@@ -315,6 +320,32 @@ def test_nonlocal_void_growth_tends_to_the_local_model_as_its_length_vanishes():
     np.testing.assert_allclose(tiny.mean_void, local.mean_void, rtol=1e-6)
     np.testing.assert_allclose(tiny.void_map, local.void_map, rtol=1e-5, atol=1e-9)
     assert wide.void_map.max() < 0.9 * local.void_map.max()  # the corner peak is spread
+
+
+def test_line_search_saves_the_cut_increments_and_keeps_the_labels():
+    """A dual-phase 16² cell with the nonlocal growth: past the fracture strain the plain
+    frozen-porosity Newton overshoots and the step control cuts increments; back-tracking the
+    corrections that raise the residual converges them at full size, with fewer iterations,
+    and the labels before that (fracture strain, strength) are the same equilibria."""
+    from scipy.ndimage import gaussian_filter
+    field = gaussian_filter(np.random.default_rng(6).standard_normal((16, 16)), 1.5, mode="wrap")
+    img = (field > np.quantile(field, 0.7)).astype(np.uint8)
+    criteria = FractureCriteria(mean_void_critical=0.005, max_strain=0.2)
+    runs = [GTNRVE(16, criteria=criteria, nonlocal_length=0.0625,
+                   stepping=LoadStepping(line_search=k)).run(img) for k in (0, 3)]
+    plain, searched = runs
+    assert plain.status == searched.status == "converged"
+    assert plain.n_cuts >= 1 and searched.n_cuts == 0
+    assert searched.n_newton < 0.9 * plain.n_newton
+    assert np.isfinite(plain.fracture_strain)
+    np.testing.assert_allclose(searched.fracture_strain, plain.fracture_strain, rtol=1e-6)
+    np.testing.assert_allclose(searched.tensile_strength, plain.tensile_strength, rtol=1e-6)
+
+
+def test_line_search_is_validated():
+    for bad in (-1, 1.5):
+        with pytest.raises(ValueError, match="line_search"):
+            LoadStepping(line_search=bad)
 
 
 def test_nonlocal_options_are_validated():

@@ -607,8 +607,11 @@ def _params_dict(obj: Any) -> dict[str, Any]:
     if isinstance(obj, GTNParameters) and obj.rate_sensitivity == 0:
         for name in _RATE_FIELDS:
             del out[name]
-    if isinstance(obj, LoadStepping) and obj.stabilization_floor == 1.0:
-        del out["stabilization_floor"]  # constant stabilization: the keys from before the option
+    if isinstance(obj, LoadStepping):  # options at their defaults: the keys from before them
+        if obj.stabilization_floor == 1.0:
+            del out["stabilization_floor"]
+        if obj.line_search == 0:
+            del out["line_search"]
     return out
 
 

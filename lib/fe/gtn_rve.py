@@ -148,6 +148,15 @@ class LoadStepping:
     the default control the fracture strain is a median 9 % below its value with 2.5e-4
     increments, at the same ranking, ρ 0.99); ``void_increment = 1e-4`` brings that to 2 % at
     3x the Newton iterations. 0 (the default) leaves the iteration-count control alone.
+
+    Line search (``line_search = k > 0``): a Newton correction that raises the residual is
+    halved, up to k times, until the residual falls below the previous iterate's (the best
+    trial is kept), the classical globalization of Newton's method (Nocedal & Wright 2006,
+    "Numerical Optimization", ch. 3; Crisfield 1991, "Non-linear Finite Element Analysis of
+    Solids and Structures" vol. 1, ch. 9). A converged increment is an equilibrium to the same
+    tolerance either way; only which increments converge changes. Measured (BENCHMARKS.md):
+    without it the nonlocal model's frozen-porosity Newton diverges where many points pass fc
+    within one increment, and the run falls back on the stabilization.
     """
 
     initial: float = 2e-3
@@ -163,8 +172,11 @@ class LoadStepping:
     tolerance: float = 1e-5
     void_increment: float = 0.0
     stabilization_floor: float = 1.0
+    line_search: int = 0
 
     def __post_init__(self) -> None:
+        if not (isinstance(self.line_search, (int, np.integer)) and self.line_search >= 0):
+            raise ValueError(f"line_search must be a whole number of halvings >= 0, got {self.line_search!r}")
         if not 0 < self.stabilization_floor <= 1:
             raise ValueError(f"stabilization_floor must lie in (0, 1], got {self.stabilization_floor}")
 
@@ -405,6 +417,25 @@ class GTNRVE:
             errors.append(max(np.abs(residual_u).max() / (scale / self.size),
                               np.abs(mean_stress[1:]).max() / scale))
             seconds["assembly"] += time.perf_counter() - t1
+            ls = 0
+            while st.line_search and iterations > 1 and errors[-1] > errors[-2] and ls < st.line_search:
+                ls += 1  # back-track along the correction while the residual grows
+                alpha = 0.5**ls
+                trial_u, trial_macro = u_base + alpha * du, macro_base + alpha * dmacro
+                t0 = time.perf_counter()
+                trial = gtn_update(self._strains(trial_u, trial_macro), state, self.phases, phase,
+                                   time_increment=dt, frozen_porosity=frozen)
+                seconds["constitutive"] += time.perf_counter() - t0
+                if not np.all(trial.converged):
+                    continue
+                r_u, m_s = self._residual(trial.stress[:, [0, 1, 3]])
+                if damping:
+                    r_u = r_u + damping * (trial_u - u)
+                sc = max(abs(m_s[0]), sigma_ref)
+                err = max(np.abs(r_u).max() / (sc / self.size), np.abs(m_s[1:]).max() / sc)
+                if err < errors[-1]:
+                    u_try, macro_try, update, residual_u, mean_stress = trial_u, trial_macro, trial, r_u, m_s
+                    errors[-1] = err
             if (iterations > 1 or accept_first) and errors[-1] < st.tolerance:
                 ok = True
                 break
@@ -423,6 +454,7 @@ class GTNRVE:
             d_macro = np.linalg.solve(schur, -mean_stress[1:] + k_e_u.T @ x[:, 0])
             du = -x[:, 0] - x[:, 1:] @ d_macro
             dmacro = np.concatenate([[0.0], d_macro])
+            u_base, macro_base = u_try, macro_try
             u_try, macro_try = u_try + du, macro_try + dmacro
             seconds["solve"] += time.perf_counter() - t2
             if not np.all(np.isfinite(u_try)):
