@@ -446,7 +446,7 @@ def test_stage_key_is_unchanged_by_fields_that_are_off():
     from lib.fe.gtn_rve import LoadStepping
     constant = _params_dict(LoadStepping())
     assert set(constant) == {f.name for f in dc.fields(LoadStepping)} - {"stabilization_floor",
-                                                                        "line_search"}
+                                                                        "line_search", "stall_after"}
     assert _params_dict(LoadStepping(stabilization_floor=1e-3))["stabilization_floor"] == 1e-3
     assert _params_dict(LoadStepping(line_search=3))["line_search"] == 3  # and the line search
 

@@ -342,10 +342,12 @@ def test_line_search_saves_the_cut_increments_and_keeps_the_labels():
     np.testing.assert_allclose(searched.tensile_strength, plain.tensile_strength, rtol=1e-6)
 
 
-def test_line_search_is_validated():
+def test_line_search_and_stall_options_are_validated():
     for bad in (-1, 1.5):
         with pytest.raises(ValueError, match="line_search"):
             LoadStepping(line_search=bad)
+    with pytest.raises(ValueError, match="stall_after"):
+        LoadStepping(stall_after=0)
 
 
 def test_nonlocal_options_are_validated():

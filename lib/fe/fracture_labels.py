@@ -612,6 +612,8 @@ def _params_dict(obj: Any) -> dict[str, Any]:
             del out["stabilization_floor"]
         if obj.line_search == 0:
             del out["line_search"]
+        if obj.stall_after == 3:
+            del out["stall_after"]
     return out
 
 

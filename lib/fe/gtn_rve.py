@@ -157,6 +157,11 @@ class LoadStepping:
     tolerance either way; only which increments converge changes. Measured (BENCHMARKS.md):
     without it the nonlocal model's frozen-porosity Newton diverges where many points pass fc
     within one increment, and the run falls back on the stabilization.
+
+    ``stall_after``: after this many Newton iterations a residual that grows again ends the
+    increment (it is then cut) rather than running to ``max_newton``; with many failed points
+    the line-searched Newton converges slowly and not monotonically, and a larger value with a
+    larger ``max_newton`` lets it finish instead of falling back on the stabilization.
     """
 
     initial: float = 2e-3
@@ -173,8 +178,11 @@ class LoadStepping:
     void_increment: float = 0.0
     stabilization_floor: float = 1.0
     line_search: int = 0
+    stall_after: int = 3
 
     def __post_init__(self) -> None:
+        if not (isinstance(self.stall_after, (int, np.integer)) and self.stall_after >= 1):
+            raise ValueError(f"stall_after must be a whole number of iterations >= 1, got {self.stall_after!r}")
         if not (isinstance(self.line_search, (int, np.integer)) and self.line_search >= 0):
             raise ValueError(f"line_search must be a whole number of halvings >= 0, got {self.line_search!r}")
         if not 0 < self.stabilization_floor <= 1:
@@ -439,7 +447,7 @@ class GTNRVE:
             if (iterations > 1 or accept_first) and errors[-1] < st.tolerance:
                 ok = True
                 break
-            if errors[-1] > 10 * errors[0] or (iterations > 3 and errors[-1] > errors[-2]):
+            if errors[-1] > 10 * errors[0] or (iterations > st.stall_after and errors[-1] > errors[-2]):
                 break  # diverging: cut the step now rather than after max_newton iterations
             t1 = time.perf_counter()
             matrix, k_u_e, k_e_u, k_e_e = self._tangent(update.tangent)
