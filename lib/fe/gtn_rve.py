@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from lib.fe.gtn_material import FERRITE, MARTENSITE, GTNParameters, GTNState, gtn_update
+from lib.fe.gtn_material import _F_FAIL_REL, FERRITE, MARTENSITE, GTNParameters, GTNState, gtn_update
 from lib.fe.linear_solver import PardisoSolver
 from lib.fe.nonlocal_void import PhaseNonlocalAverage
 from lib.fe.pixel_mesh import PeriodicPixelProblem, check_binary_image, check_phase_image
@@ -478,7 +478,8 @@ class GTNRVE:
         to 3 times) before the increment is given up. Returns
         (ok, iterations, errors, u_try, macro_try, update, mean_stress, staggers, iterations for
         the step control: the first solve's plus one per back-off)."""
-        f_given, failed_given = f_predicted, state.failed | (f_predicted >= f_fail * (1 - 1e-6))
+        fail_at = f_fail * (1 - _F_FAIL_REL)  # a porosity this close to fF counts as fF (kernel's rule)
+        f_given, failed_given = f_predicted, state.failed | (f_predicted >= fail_at)
         iterations, errors, first = 0, [], 0
         residual_old, relaxation = None, 1.0
         f_safe = None  # (porosity, failed) of the last converged mechanics
@@ -502,7 +503,7 @@ class GTNRVE:
                     return False, iterations, errors, u_new, macro_new, update, mean_stress, n_stagger, iterations
                 backoffs += 1  # half the porosity update, from the last converged mechanics
                 f_given = 0.5 * (f_safe[0] + f_given)
-                failed_given = f_safe[1] | (f_given >= f_fail * (1 - 1e-6))
+                failed_given = f_safe[1] | (f_given >= fail_at)
                 residual_old, relaxation = None, 0.5 * relaxation
                 continue
             u_try, macro_try = u_new, macro_new
@@ -515,7 +516,7 @@ class GTNRVE:
             change = float(np.abs(residual).max())
             if change <= self.nonlocal_tolerance:
                 f_next = f_given + residual
-                failed_next = update.state.failed | (f_next >= f_fail * (1 - 1e-6))
+                failed_next = update.state.failed | (f_next >= fail_at)
                 update.state.f[:] = np.where(failed_next, f_fail, f_next)
                 update.state.failed[:] = failed_next
                 seconds["nonlocal"] = seconds.get("nonlocal", 0.0) + time.perf_counter() - t0
@@ -526,7 +527,7 @@ class GTNRVE:
                                            0.1, 4.0))
             residual_old = residual
             f_next = np.clip(f_given + relaxation * residual, 0.0, f_fail)
-            failed_given = update.state.failed | (f_next >= f_fail * (1 - 1e-6))
+            failed_given = update.state.failed | (f_next >= fail_at)
             f_given = np.where(failed_given, f_fail, f_next)
             seconds["nonlocal"] = seconds.get("nonlocal", 0.0) + time.perf_counter() - t0
         return False, iterations, errors, u_try, macro_try, update, mean_stress, n_stagger, iterations
