@@ -19,20 +19,22 @@ of 8 structures): a killed run resumes, a finished one is reread. All labels are
 rate-independent one; ``--nonlocal-length l`` with the nonlocal void growth
 (``GTNRVE(nonlocal_length=l)``, l a fraction of the RVE side; see ``bench/gtn_nonlocal.py``);
 ``--grid-nonlocal-length`` gives the coarse grids another one (0: the local model against a
-nonlocal reference). ``--line-search k`` (``LoadStepping.line_search``) back-tracks Newton
-corrections that raise the residual, up to k halvings; ``--grid-line-search`` sets it apart for
-the coarse grids.
+nonlocal reference). ``--line-search k`` (``LoadStepping.line_search``: back-track Newton
+corrections that raise the residual, up to k halvings), ``--max-newton`` and ``--stall-after``
+(``LoadStepping``) set the Newton iterations; ``--grid-stepping default`` keeps the coarse grids
+at the default ``LoadStepping()`` (``reference``: the same settings as the reference).
 
 Usage:  python bench/gtn_grid_agreement.py [--grids 32 64] [--coarsenings block_mean phase_mixture]
             [--reference 128] [--per-category 10] [--rate-sensitivity 0] [--nonlocal-length 0]
-            [--grid-nonlocal-length L] [--line-search 0] [--grid-line-search K] [--profile default]
+            [--grid-nonlocal-length L] [--line-search 0] [--max-newton 10] [--stall-after 3]
+            [--grid-stepping reference|default] [--profile default]
 """
 from __future__ import annotations
 
 import argparse
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -74,7 +76,8 @@ def first_picks(profile: str, per_category: int) -> tuple[dict, np.ndarray]:
 
 def grid_labels(profile: str, images: np.ndarray, picks: np.ndarray, grid: int, coarsening: str,
                 n_jobs: int, rate_sensitivity: float = 0.0,
-                nonlocal_length: float = 0.0, line_search: int = 0) -> dict[str, np.ndarray]:
+                nonlocal_length: float = 0.0,
+                stepping: LoadStepping = LoadStepping()) -> dict[str, np.ndarray]:
     """Labels of ``images`` on ``grid`` with ``coarsening``, cached as a resumable stage."""
     criteria = profile_criteria(profile)
     params = {"version": FRACTURE_LABELS_VERSION, "picks": picks.tolist(), "grid": grid,
@@ -84,14 +87,15 @@ def grid_labels(profile: str, images: np.ndarray, picks: np.ndarray, grid: int, 
         params["rate_sensitivity"] = rate_sensitivity
     if nonlocal_length:
         params["nonlocal_length"] = nonlocal_length
-    if line_search:
-        params["line_search"] = line_search
+    for name, value in asdict(stepping).items():  # only the settings off their defaults
+        if value != getattr(LoadStepping(), name):
+            params[name] = value
     phases = tuple(replace(p, rate_sensitivity=rate_sensitivity) for p in (FERRITE, MARTENSITE))
 
     def compute(a: int, b: int) -> dict[str, np.ndarray]:
         out = label_structures(images[a:b], grid, criteria, n_jobs=n_jobs, coarsening=coarsening,
                                phases=phases, nonlocal_length=nonlocal_length,
-                               stepping=LoadStepping(line_search=line_search))
+                               stepping=stepping)
         return {k: out[k] for k in KEEP}
 
     return load_stage(chunked_stage(profile, "bench_gtn_grid", params, len(images), compute,
@@ -108,7 +112,9 @@ def main() -> None:
     parser.add_argument("--nonlocal-length", type=float, default=0.0)
     parser.add_argument("--grid-nonlocal-length", type=float, default=None)
     parser.add_argument("--line-search", type=int, default=0)
-    parser.add_argument("--grid-line-search", type=int, default=None)
+    parser.add_argument("--max-newton", type=int, default=LoadStepping().max_newton)
+    parser.add_argument("--stall-after", type=int, default=LoadStepping().stall_after)
+    parser.add_argument("--grid-stepping", choices=["reference", "default"], default="reference")
     parser.add_argument("--profile", default="default")
     parser.add_argument("--n-jobs", type=int, default=-1)
     parser.add_argument("--out", type=Path, default=Path("results/bench/gtn_grid_agreement.npz"))
@@ -119,15 +125,17 @@ def main() -> None:
     image_fraction = images.mean(axis=(1, 2))
     variants = [(args.reference, "block_mean")] + [(g, c) for g in args.grids
                                                    for c in args.coarsenings]
+    reference_stepping = LoadStepping(line_search=args.line_search, max_newton=args.max_newton,
+                                      stall_after=args.stall_after)
     labels = {}
     for grid, rule in variants:
         t0 = time.perf_counter()
         length = (args.nonlocal_length if grid == args.reference or args.grid_nonlocal_length is None
                   else args.grid_nonlocal_length)
-        halvings = (args.line_search if grid == args.reference or args.grid_line_search is None
-                    else args.grid_line_search)
+        stepping = (reference_stepping if grid == args.reference or args.grid_stepping == "reference"
+                    else LoadStepping())
         lab = labels[(grid, rule)] = grid_labels(args.profile, images, picks, grid, rule,
-                                                 args.n_jobs, args.rate_sensitivity, length, halvings)
+                                                 args.n_jobs, args.rate_sensitivity, length, stepping)
         print(f"grid {grid} {rule if grid < images.shape[1] else '(reference)'}: "
               f"{time.perf_counter() - t0:.0f} s this call, failed {int((~lab['converged']).sum())}, "
               f"median {np.median(lab['seconds']):.1f} s per structure, "
