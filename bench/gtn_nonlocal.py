@@ -53,10 +53,7 @@ def one_run(image: np.ndarray, grid: int, length: float, max_strain: float) -> d
             "n_staggers": result.n_staggers, "n_increments": result.n_increments,
             "void_map": result.void_map,
             # each label's own share of numerical work (over 5 %: marked by lib.fe.fracture_labels)
-            "fracture_strain_share": result.nonphysical_share(result.fracture_strain),
-            "load_drop_strain_share": result.nonphysical_share(result.load_drop_strain),
-            "tensile_strength_share": result.nonphysical_share(
-                float(result.strain[int(np.argmax(result.stress))]))}
+            **{f"{k}_share": v for k, v in result.label_shares().items()}}
 
 
 def main() -> None:

@@ -395,6 +395,22 @@ def test_labels_past_the_nonphysical_limit_are_marked_and_not_used():
     assert "> 5%" in damped["marked"] and damped["converged"]
 
 
+def test_result_label_shares_are_the_work_ratios_at_each_label():
+    """``RVEResult.label_shares``: the stabilization's work over the macroscopic work at the
+    first increment at or past each label (the peak's strain for the strength); NaN where a
+    label was not reached."""
+    import dataclasses
+    run = dataclasses.replace(_damped_result(0.5), fracture_strain=0.0727, load_drop_strain=0.176)
+    shares = run.label_shares()
+    peak = int(np.argmax(run.stress))
+    assert shares["fracture_strain"] == 0.0  # before the stabilization (E_xx 0.1)
+    for key, i in (("load_drop_strain", 18), ("tensile_strength", peak)):
+        assert shares[key] == pytest.approx(run.damping_work[i] / run.macro_work[i], rel=1e-12)
+        assert shares[key] > 0.05
+    missing = _damped_result(0.5).label_shares()
+    assert np.isnan(missing["fracture_strain"]) and np.isnan(missing["load_drop_strain"])
+
+
 def test_real_stabilized_run_reports_its_share_per_label():
     """Forced stabilization from the start on a laminate: every label carries some damping; a
     limit below it marks them, the default 5 % does not (the share is ~2e-5)."""

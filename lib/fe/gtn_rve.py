@@ -243,6 +243,15 @@ class RVEResult:
         i = min(int(np.searchsorted(self.strain, strain - 1e-15)), len(self.strain) - 1)
         return float(self.damping_work[i] / self.macro_work[i]) if self.macro_work[i] > 0 else 0.0
 
+    def label_shares(self) -> dict[str, float]:
+        """:meth:`nonphysical_share` behind each of the run's three labels: keys
+        ``fracture_strain``, ``load_drop_strain`` and ``tensile_strength`` (the latter at the
+        strain of the peak stress); NaN for a label not reached."""
+        peak = float(self.strain[int(np.argmax(self.stress))]) if len(self.stress) else float("nan")
+        return {"fracture_strain": self.nonphysical_share(self.fracture_strain),
+                "load_drop_strain": self.nonphysical_share(self.load_drop_strain),
+                "tensile_strength": self.nonphysical_share(peak)}
+
 
 def material_point_tension(params: GTNParameters, strain_steps: np.ndarray,
                            tolerance: float = 1e-10, strain_rate: float = 1e-3,
