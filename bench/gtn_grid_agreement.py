@@ -51,7 +51,8 @@ from lib.stages import chunked_stage, load_stage  # noqa: E402
 
 QUANTITIES = ("fracture_strain", "load_drop_strain", "tensile_strength")
 KEEP = QUANTITIES + ("converged", "seconds", "strain_reached", "n_increments",
-                     "stabilization_energy_fraction", "fe_martensite_fraction")
+                     "stabilization_energy_fraction", "fe_martensite_fraction") + tuple(
+    f"{q}_nonphysical_share" for q in QUANTITIES)  # per label; over the limit: marked (NaN)
 NONPHYSICAL_LIMIT = 0.05
 
 
@@ -102,6 +103,16 @@ def grid_labels(profile: str, images: np.ndarray, picks: np.ndarray, grid: int, 
                                     chunk_size=8))
 
 
+def _marked_summary(lab: dict[str, np.ndarray]) -> str:
+    """", marked labels: FS a, load drop b, TS c" (labels whose own share of stabilization work
+    is over the limit, hence NaN); empty for a stage stored before the shares were kept."""
+    if not all(f"{q}_nonphysical_share" in lab for q in QUANTITIES):
+        return ""
+    counts = [int((np.nan_to_num(lab[f"{q}_nonphysical_share"]) > NONPHYSICAL_LIMIT).sum())
+              for q in QUANTITIES]
+    return ", marked labels: FS {}, load drop {}, TS {}".format(*counts)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--grids", type=int, nargs="+", default=[32, 64])
@@ -140,7 +151,8 @@ def main() -> None:
               f"{time.perf_counter() - t0:.0f} s this call, failed {int((~lab['converged']).sum())}, "
               f"median {np.median(lab['seconds']):.1f} s per structure, "
               f"{int((lab['stabilization_energy_fraction'] > NONPHYSICAL_LIMIT).sum())} with more "
-              f"than {NONPHYSICAL_LIMIT:.0%} of the work in the stabilization", flush=True)
+              f"than {NONPHYSICAL_LIMIT:.0%} of the work in the stabilization"
+              + _marked_summary(lab), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(args.out, picks=picks, category=data["category"][picks], **{
         f"g{grid}_{rule}_{key}": value for (grid, rule), lab in labels.items()
