@@ -11,6 +11,7 @@ from lib.fe.gtn_rve import (
     FractureCriteria,
     GTNRVE,
     LoadStepping,
+    RVEResult,
     bbar_operator,
     first_crossing,
     material_point_tension,
@@ -323,7 +324,7 @@ def test_nonlocal_void_growth_tends_to_the_local_model_as_its_length_vanishes():
 
 
 @pytest.fixture(scope="module")
-def overshooting_nonlocal_runs() -> dict[str, object]:
+def overshooting_nonlocal_runs() -> dict[str, RVEResult]:
     """A dual-phase 16² cell with the nonlocal growth, run with the default Newton, with the
     line search and with ``stall_after=1``: past the fracture strain the plain frozen-porosity
     Newton overshoots and the step control cuts increments."""
