@@ -90,20 +90,28 @@ def get_sensitivity_sizes(profile: Profile | str) -> SensitivitySizes:
 def reference_indices(models: GenerativeModels, n_per_category: int, seed: int = 0) -> np.ndarray:
     """Pool rows of the references: ``n_per_category`` per database category, drawn at random
     (seeded) from the All data set's test part, grouped by category in
-    :data:`DUAL_PHASE_CATEGORIES` order."""
+    :data:`DUAL_PHASE_CATEGORIES` order. A category with fewer test structures than that (a
+    small profile, whose per-structure split can leave a category out of the test part) is
+    topped up from the validation part, which no model was fitted on either."""
     if isinstance(n_per_category, bool) or not isinstance(n_per_category, (int, np.integer)) \
             or n_per_category < 1:
         raise ValueError(f"n_per_category must be a positive integer, got {n_per_category!r}")
     pool = models.pool
-    test = pool.indices(dataset_members(pool, "All"), "test")
+    members = dataset_members(pool, "All")
+    test, val = pool.indices(members, "test"), pool.indices(members, "val")
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 18]))
     out = []
     for code, name in enumerate(DUAL_PHASE_CATEGORIES):
         rows = test[pool.category[test] == code]
-        if len(rows) < n_per_category:
-            raise ValueError(f"category {name} has {len(rows)} test structures, fewer than "
-                             f"n_per_category = {n_per_category}")
-        out.append(np.sort(rng.choice(rows, n_per_category, replace=False)))
+        if len(rows) >= n_per_category:
+            out.append(np.sort(rng.choice(rows, n_per_category, replace=False)))
+            continue
+        extra = val[pool.category[val] == code]
+        if len(rows) + len(extra) < n_per_category:
+            raise ValueError(f"category {name} has {len(rows)} test and {len(extra)} validation "
+                             f"structures, fewer than n_per_category = {n_per_category}")
+        top_up = rng.choice(extra, n_per_category - len(rows), replace=False)
+        out.append(np.sort(np.concatenate([rows, top_up])))
     return np.concatenate(out)
 
 

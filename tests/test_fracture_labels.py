@@ -386,9 +386,10 @@ def test_labels_past_the_nonphysical_limit_are_marked_and_not_used():
     peak = int(np.argmax(run.stress))
     drop = int(np.ceil(np.round(clean["load_drop_strain"] / 0.01, 9)))  # first increment past it
     assert run.strain[peak] == pytest.approx(0.12, abs=0.011) and drop == 18
+    start = 10  # the last undamped state, E_xx = 0.1 = stabilized_from
     for key, i in (("tensile_strength", peak), ("load_drop_strain", drop)):
         assert damped[f"{key}_nonphysical_share"] == pytest.approx(
-            run.damping_work[i] / run.macro_work[i], rel=1e-12)
+            run.damping_work[i] / (run.macro_work[i] - run.macro_work[start]), rel=1e-12)
         assert damped[f"{key}_nonphysical_share"] > 0.05
     assert np.isnan(damped["tensile_strength"]) and np.isnan(damped["load_drop_strain"])
     assert "tensile_strength" in damped["marked"] and "load_drop_strain" in damped["marked"]
@@ -405,10 +406,38 @@ def test_result_label_shares_are_the_work_ratios_at_each_label():
     peak = int(np.argmax(run.stress))
     assert shares["fracture_strain"] == 0.0  # before the stabilization (E_xx 0.1)
     for key, i in (("load_drop_strain", 18), ("tensile_strength", peak)):
-        assert shares[key] == pytest.approx(run.damping_work[i] / run.macro_work[i], rel=1e-12)
-        assert shares[key] > 0.05
+        # the work since the switch-on (index 10), never less than the whole-path ratio
+        assert shares[key] == pytest.approx(
+            run.damping_work[i] / (run.macro_work[i] - run.macro_work[10]), rel=1e-12)
+        assert shares[key] > run.damping_work[i] / run.macro_work[i] > 0.05
     missing = _damped_result(0.5).label_shares()
     assert np.isnan(missing["fracture_strain"]) and np.isnan(missing["load_drop_strain"])
+
+
+def test_share_is_measured_on_the_stabilized_branch_so_a_late_label_is_not_diluted():
+    """A strength reached well after a late switch-on: the damping's work is small against the
+    whole path's (under the limit) but not against the work done since the switch-on (over it),
+    as in the nonlocal 128² runs whose damped stress rose above the undamped peak."""
+    import dataclasses
+    strain = np.linspace(0.0, 0.2, 41)
+    stress = 500.0 + 1000.0 * strain                   # a peak at the end of the path
+    macro = np.concatenate([[0.0], np.cumsum(0.5 * (stress[1:] + stress[:-1]) * np.diff(strain))])
+    damping = np.where(strain > 0.15, 0.04 * macro[-1] * (strain - 0.15) / 0.05, 0.0)
+    run = dataclasses.replace(_damped_result(0.04), strain=strain, stress=stress,
+                              mean_void=np.full(41, 0.001), lateral_strain=-0.4 * strain,
+                              damping_work=damping,
+                              macro_work=macro, stabilized_from=0.15,
+                              tensile_strength=float(stress[-1]))
+    whole = damping[-1] / macro[-1]
+    since = damping[-1] / (macro[-1] - macro[30])
+    assert whole == pytest.approx(0.04) and since == pytest.approx(
+        0.04 * macro[-1] / (0.05 * 0.5 * (650.0 + 700.0)), rel=1e-12)
+    assert run.nonphysical_share(0.2) == pytest.approx(since, rel=1e-12)
+    assert run.nonphysical_share(0.15) == 0.0 and run.nonphysical_share(0.1) == 0.0
+    lab = fl._from_result(run, FractureCriteria(mean_void_critical=0.005, load_drop=0.2,
+                                                nonphysical_limit=0.05), 8, 64)
+    assert np.isnan(lab["tensile_strength"]) and lab["marked"].startswith("tensile_strength 700")
+    assert lab["tensile_strength_nonphysical_share"] == pytest.approx(since, rel=1e-12)
 
 
 def test_real_stabilized_run_reports_its_share_per_label():

@@ -387,3 +387,29 @@ def test_study_tables_on_a_constructed_study():
     assert last == max(set(range(8)) - earlier, key=lambda i: study.band[i])  # largest band score
     with pytest.raises(ValueError, match="unknown profile"):
         ss.get_sensitivity_sizes("huge")
+
+
+def test_reference_indices_come_from_the_test_part_topped_up_from_validation():
+    """Each category's references are test structures; a category short of them (a small
+    profile's split) is topped up from the validation part, never from training."""
+    from types import SimpleNamespace
+    from lib.generation import LabelledPool
+    from lib.sensitivity_study import reference_indices
+    n = 40
+    category = np.repeat(np.arange(4), 10).astype(np.int8)
+    part = np.tile(np.array([0, 0, 0, 0, 0, 1, 1, 2, 2, 2], np.int8), 4)
+    part[10:20] = [0, 0, 0, 0, 0, 0, 0, 1, 1, 0]      # category 1: no test, two validation rows
+    pool = LabelledPool(images=np.zeros((n, 4, 4), np.uint8), category=category,
+                        fraction=np.full(n, 0.3), strain=np.full(n, 0.1),
+                        strength=np.full(n, 600.0), source=np.zeros(n, np.int8),
+                        valid=np.ones(n, bool), part=part)
+    refs = reference_indices(SimpleNamespace(pool=pool), 2, seed=0)
+    assert refs.shape == (8,) and (category[refs] == np.repeat(np.arange(4), 2)).all()
+    assert (part[refs[[0, 1, 4, 5, 6, 7]]] == 2).all()
+    assert sorted(refs[2:4].tolist()) == [17, 18]                # the two validation rows
+    assert (part[refs] != 0).all()
+    with pytest.raises(ValueError, match="1 test and 0 validation"):
+        part2 = part.copy()
+        part2[17:19] = 0
+        part2[19] = 2
+        reference_indices(SimpleNamespace(pool=LabelledPool(**{**pool.__dict__, "part": part2})), 2)

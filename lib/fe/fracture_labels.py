@@ -32,7 +32,8 @@ the stage stores, per sample:
                           E_xx where it was switched on (NaN if never): a criterion reached
                           before it is unaffected
 ``<label>_nonphysical_share`` for each of :data:`LABEL_KEYS`: the stabilization's share of the
-                          work up to that label's strain (the peak's for the tensile strength).
+                          work done since it was switched on, up to that label's strain (the
+                          peak's for the tensile strength; ``RVEResult.nonphysical_share``).
                           A label over ``FractureCriteria.nonphysical_limit`` is **marked**: set
                           to NaN (so never used) with the reason and its value in ``marked``
                           ("" when nothing was)
@@ -120,7 +121,8 @@ __all__ = [
 STAGE_NAME = "fracture_labels"
 
 #: Bump when the labelling changes in a way that changes the stored labels (part of the key).
-FRACTURE_LABELS_VERSION = 4  # 4: labels over the non-physical limit marked; f̄ history from f0
+FRACTURE_LABELS_VERSION = 5  # 4: labels over the non-physical limit marked; f̄ history from f0;
+#                              5: that share measured from the stabilization's switch-on
 
 #: Points per stored history (increments + 1). The prototype of SPEC A2 needed up to ~600
 #: increments at 64x64 and ~2,000 at 128x128 before adaptive stepping; longer runs are thinned.

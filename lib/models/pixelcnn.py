@@ -40,9 +40,12 @@ __all__ = ["PixelCNNConfig", "GatedPixelCNN", "check_codes", "check_condition",
 
 #: Normalized targets accepted by the samplers. Labels min-max scaled on the training part lie
 #: in [0, 1] (held-out ones may fall a little outside); a target beyond is an extrapolation the
-#: paper also asks for (Fig. 4: data sets without laminates asked for laminate strains). The
-#: range catches a target given in the wrong units (MPa for a strain, percent for a fraction).
-CONDITION_RANGE = (-1.0, 5.0)
+#: paper also asks for (Fig. 4: data sets without laminates asked for laminate strains), and
+#: where the training part spans a narrow range (a small profile whose few laminates fell out of
+#: it) the paper's targets land several ranges past it (7.4 at `smoke`). The range catches a
+#: target given in the wrong units, a factor of 100 or more (percent for a strain, MPa for a
+#: strain), not an extrapolation.
+CONDITION_RANGE = (-5.0, 20.0)
 
 
 @dataclass(frozen=True)
