@@ -375,3 +375,47 @@ def test_nonlocal_options_are_validated():
         GTNRVE(4, nonlocal_length=-0.1)
     with pytest.raises(ValueError, match="max_stagger"):
         GTNRVE(4, nonlocal_length=0.1, max_stagger=0)
+
+
+def _creeping_increment(f_start: float, patience: int, monkeypatch) -> tuple:
+    """One staggered increment of a 4² ferrite RVE (E_xx 0.003, plastic) whose point 0 starts
+    at porosity ``f_start`` and whose nonlocal average adds 1e-4 more growth there at every
+    update: the creep towards fF of a point whose growth feeds itself (128² #206), made exact."""
+    import lib.fe.gtn_rve as gtn_rve
+    from lib.fe.gtn_material import GTNState
+
+    monkeypatch.setattr(gtn_rve, "NEAR_FAILURE_PATIENCE", patience)
+    rve = GTNRVE(4, nonlocal_length=0.05, stepping=LoadStepping(line_search=3))
+    phase = np.zeros(rve.fe.n_cells * 4, np.int64)
+    state = GTNState.initial(phase.size, rve.phases, phase)
+    state.f[0] = f_start
+    calls = []
+
+    def creeping_average(growth):
+        calls.append(1)
+        out = growth.copy()
+        out[0] += 1e-4 * len(calls)
+        return out
+
+    f_fail = np.full(phase.size, FERRITE.fF)
+    f_near = np.full(phase.size, FERRITE.fc + 0.95 * (FERRITE.fF - FERRITE.fc))
+    macro = np.array([0.003, -0.0015, 0.0])
+    seconds = {"constitutive": 0.0, "assembly": 0.0, "solve": 0.0}
+    out = rve._staggered(np.zeros(rve.fe.n_dofs), np.zeros(rve.fe.n_dofs), macro, state, state.f.copy(),
+                         phase, 0.0, 3.0, creeping_average, f_fail, f_near, seconds)
+    return out[0], out[5], out[7]
+
+
+def test_a_point_creeping_towards_fF_past_f_near_is_failed_and_the_increment_settles(monkeypatch):
+    """The nonlocal increment's rule for a point whose porosity keeps growing by more than the
+    tolerance at every update: past fc + 0.95 (fF - fc) (the kernel's rule for a local Newton
+    that fails there) it is failed after ``NEAR_FAILURE_PATIENCE`` updates and the increment
+    settles; without the rule, or below that porosity, the increment never settles."""
+    ok, update, staggers = _creeping_increment(0.246, 5, monkeypatch)
+    assert ok and 5 <= staggers <= 8
+    assert update.state.failed[0] and update.state.f[0] == FERRITE.fF
+    assert not update.state.failed[1:].any()
+    ok, _, staggers = _creeping_increment(0.246, 10**9, monkeypatch)
+    assert not ok and staggers == 30
+    ok, update, staggers = _creeping_increment(0.20, 5, monkeypatch)  # below f_near: not failed
+    assert not ok and staggers == 30 and not update.state.failed[0]
