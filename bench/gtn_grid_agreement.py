@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from lib.fe.fracture_labels import (FRACTURE_LABELS_VERSION, label_structures,  # noqa: E402
                                     profile_criteria)
 from lib.fe.gtn_material import FERRITE, MARTENSITE  # noqa: E402
-from lib.fe.gtn_rve import LoadStepping  # noqa: E402
+from lib.fe.gtn_rve import NONLOCAL_SCHEME_VERSION, LoadStepping  # noqa: E402
 from lib.microstructures.dual_phase import DUAL_PHASE_CATEGORIES, dual_phase_dataset  # noqa: E402
 from lib.stages import chunked_stage, load_stage  # noqa: E402
 
@@ -88,6 +88,7 @@ def grid_labels(profile: str, images: np.ndarray, picks: np.ndarray, grid: int, 
         params["rate_sensitivity"] = rate_sensitivity
     if nonlocal_length:
         params["nonlocal_length"] = nonlocal_length
+        params["nonlocal_scheme"] = NONLOCAL_SCHEME_VERSION
     for name, value in asdict(stepping).items():  # only the settings off their defaults
         if value != getattr(LoadStepping(), name):
             params[name] = value

@@ -16,7 +16,7 @@ from lib.fe.fracture_labels import (
     label_structures,
     load_drop_strain_at,
 )
-from lib.fe.gtn_rve import GTNRVE, FractureCriteria, RVEResult
+from lib.fe.gtn_rve import NONLOCAL_SCHEME_VERSION, GTNRVE, FractureCriteria, RVEResult
 from lib.profiles import get_profile
 from lib.stages import cached_stage, load_stage, stage_attrs
 
@@ -515,3 +515,5 @@ def test_nonlocal_labels_are_the_nonlocal_rve_and_a_stage_of_their_own(tmp_study
     assert "nonlocal_length" not in stage_attrs(plain)["params"]
     spread = fracture_labels(profile, database, nonlocal_length=0.1)
     assert spread != plain and stage_attrs(spread)["params"]["nonlocal_length"] == 0.1
+    assert stage_attrs(spread)["params"]["nonlocal_scheme"] == NONLOCAL_SCHEME_VERSION
+    assert "nonlocal_scheme" not in stage_attrs(plain)["params"]

@@ -80,7 +80,14 @@ from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
 
 from lib.fe.gtn_material import FERRITE, MARTENSITE, GTNParameters, mixture_phases
-from lib.fe.gtn_rve import GTNRVE, FractureCriteria, LoadStepping, RVEResult, first_crossing
+from lib.fe.gtn_rve import (
+    NONLOCAL_SCHEME_VERSION,
+    GTNRVE,
+    FractureCriteria,
+    LoadStepping,
+    RVEResult,
+    first_crossing,
+)
 from lib.fe.pixel_mesh import check_binary_image
 from lib import cluster
 from lib.profiles import Profile, get_profile
@@ -666,6 +673,7 @@ def fracture_labels(profile: Profile | str, database_path: Path, *, grid: int | 
     }
     if nonlocal_length:  # left out while off: the keys of the local labels stay as they were
         params["nonlocal_length"] = float(nonlocal_length)
+        params["nonlocal_scheme"] = NONLOCAL_SCHEME_VERSION
     attrs = {
         "fe_grid": grid,
         "mean_void_critical": float(criteria.mean_void_critical),

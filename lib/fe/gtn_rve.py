@@ -58,6 +58,9 @@ _NODE_SIGNS = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], dtype=float)  # CCW
 _M = np.array([1.0, 1.0, 0.0])
 #: porosity updates of a nonlocal increment before a point creeping towards fF is failed
 NEAR_FAILURE_PATIENCE = 5
+#: Bump when the nonlocal scheme changes its results (part of the stage keys of nonlocal labels
+#: only, so the local labels' keys stay): 2, points creeping towards fF past f_near are failed
+NONLOCAL_SCHEME_VERSION = 2
 
 
 def bbar_operator(h: float) -> tuple[np.ndarray, np.ndarray]:
