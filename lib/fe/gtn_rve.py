@@ -36,8 +36,9 @@ damage softening, factorized by a symmetric solver), then the porosity set to it
 the phase-restricted nonlocal average (:mod:`lib.fe.nonlocal_void`) of the local void growth,
 Aitken-relaxed, until the porosity moves by at most ``nonlocal_tolerance``; a point fails when its
 nonlocal porosity reaches fF, or when an increment's updates do not settle while it is past
-fc + 0.95 (fF - fc) and still growing (the kernel's rule for a local Newton that fails there). At its fixed point with l -> 0 this is the local implicit update
-(tested), and the exact checks hold. Hill's check is skipped then (the frozen tangent has no
+fc + 0.95 (fF - fc) and still growing (the kernel's rule for a local Newton that fails there).
+At its fixed point with l -> 0 this is the local implicit update (tested), and the exact
+checks hold. Hill's check is skipped then (the frozen tangent has no
 damage softening to lose uniqueness by). Measured in BENCHMARKS.md: not the default.
 """
 from __future__ import annotations
