@@ -411,6 +411,7 @@ def test_a_point_creeping_towards_fF_past_f_near_is_failed_and_the_increment_set
     tolerance at every update: past fc + 0.95 (fF - fc) (the kernel's rule for a local Newton
     that fails there) it is failed after ``NEAR_FAILURE_PATIENCE`` updates and the increment
     settles; without the rule, or below that porosity, the increment never settles."""
+    assert FERRITE.f_near == pytest.approx(0.245, rel=1e-12)  # fc 0.15, fF 0.25
     ok, update, staggers = _creeping_increment(0.246, 5, monkeypatch)
     assert ok and 5 <= staggers <= 8
     assert update.state.failed[0] and update.state.f[0] == FERRITE.fF

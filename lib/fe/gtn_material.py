@@ -321,6 +321,12 @@ class GTNParameters:
         return 1.0 / self.q1 if self.fu_star is None else float(self.fu_star)
 
     @property
+    def f_near(self) -> float:
+        """Porosity fc + 0.95 (fF - fc) past which a point that does not converge counts as
+        failed (f* within ~4 % of fu*; the kernel's rule, module docstring "Failure")."""
+        return self.fc + _F_NEAR * (self.fF - self.fc)
+
+    @property
     def sigma_y(self) -> float:
         """Initial matrix yield stress K eps0^n (MPa)."""
         return self.K * self.eps0 ** self.n

@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from lib.fe.gtn_material import _F_FAIL_REL, _F_NEAR, FERRITE, MARTENSITE, GTNParameters, GTNState, gtn_update
+from lib.fe.gtn_material import _F_FAIL_REL, FERRITE, MARTENSITE, GTNParameters, GTNState, gtn_update
 from lib.fe.linear_solver import PardisoSolver
 from lib.fe.nonlocal_void import PhaseNonlocalAverage
 from lib.fe.pixel_mesh import PeriodicPixelProblem, check_binary_image, check_phase_image
@@ -605,7 +605,7 @@ class GTNRVE:
         averager = (PhaseNonlocalAverage(self.fe, phase, self.nonlocal_length)
                     if self.nonlocal_length > 0 else None)
         f_fail = np.array([p.fF for p in self.phases])[phase]  # (n_points,) failure porosity
-        f_near = np.array([p.fc + _F_NEAR * (p.fF - p.fc) for p in self.phases])[phase]
+        f_near = np.array([p.f_near for p in self.phases])[phase]  # (n_points,) GTNParameters.f_near
         n_staggers = 0
         f_rate = np.zeros(phase.size)  # d f / d E_xx of the last increment: the porosity predictor
 
