@@ -21,12 +21,15 @@ rate-independent one; ``--nonlocal-length l`` with the nonlocal void growth
 ``--grid-nonlocal-length`` gives the coarse grids another one (0: the local model against a
 nonlocal reference). ``--line-search k`` (``LoadStepping.line_search``: back-track Newton
 corrections that raise the residual, up to k halvings), ``--max-newton`` and ``--stall-after``
-(``LoadStepping``) set the Newton iterations; ``--grid-stepping default`` keeps the coarse grids
+(``LoadStepping``) set the Newton iterations and ``--stabilization`` the viscous damping
+(``LoadStepping.stabilization``; 0: none, a run that cannot go on undamped stops there and keeps
+the labels it reached, see ``lib.fe.fracture_labels``); ``--grid-stepping default`` keeps the coarse grids
 at the default ``LoadStepping()`` (``reference``: the same settings as the reference).
 
 Usage:  python bench/gtn_grid_agreement.py [--grids 32 64] [--coarsenings block_mean phase_mixture]
             [--reference 128] [--per-category 10] [--rate-sensitivity 0] [--nonlocal-length 0]
             [--grid-nonlocal-length L] [--line-search 0] [--max-newton 10] [--stall-after 3]
+            [--stabilization 3e-3]
             [--grid-stepping reference|default] [--profile default]
 """
 from __future__ import annotations
@@ -126,6 +129,7 @@ def main() -> None:
     parser.add_argument("--line-search", type=int, default=0)
     parser.add_argument("--max-newton", type=int, default=LoadStepping().max_newton)
     parser.add_argument("--stall-after", type=int, default=LoadStepping().stall_after)
+    parser.add_argument("--stabilization", type=float, default=LoadStepping().stabilization)
     parser.add_argument("--grid-stepping", choices=["reference", "default"], default="reference")
     parser.add_argument("--profile", default="default")
     parser.add_argument("--n-jobs", type=int, default=-1)
@@ -138,7 +142,8 @@ def main() -> None:
     variants = [(args.reference, "block_mean")] + [(g, c) for g in args.grids
                                                    for c in args.coarsenings]
     reference_stepping = LoadStepping(line_search=args.line_search, max_newton=args.max_newton,
-                                      stall_after=args.stall_after)
+                                      stall_after=args.stall_after,
+                                      stabilization=args.stabilization)
     labels = {}
     for grid, rule in variants:
         t0 = time.perf_counter()
