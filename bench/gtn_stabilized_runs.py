@@ -36,7 +36,7 @@ def whole_path_share(result: RVEResult, strain: float) -> float:
     ``strain`` (the version-4 share); NaN for a NaN strain."""
     if not np.isfinite(strain) or result.damping_work is None:
         return float("nan")
-    i = min(int(np.searchsorted(result.strain, strain - 1e-15)), len(result.strain) - 1)
+    i = result.index_at(strain)
     return float(result.damping_work[i] / result.macro_work[i]) if result.macro_work[i] > 0 else 0.0
 
 

@@ -103,6 +103,27 @@ def test_stabilization_is_off_for_easy_runs_and_small_when_forced():
     np.testing.assert_allclose(forced.stress[1:], 3 / 8 * martensite + 5 / 8 * ferrite, rtol=2e-3)
 
 
+def test_no_damping_is_never_reported_as_switched_on():
+    """With ``stabilization = 0`` small steps are only small steps: ``stabilized_from`` stays NaN
+    (it marks where a damping came on, and none did) and no work is counted as numerical; with
+    a damping the same steps switch it on at the first increment."""
+    img = np.zeros((4, 4), np.uint8)
+    img[1:3] = 1
+    step = 1e-3
+    runs = {eta: GTNRVE(4, criteria=FractureCriteria(mean_void_critical=0.9, max_strain=0.01),
+                        stepping=LoadStepping(initial=step, maximum=step, grow=1.0, tolerance=1e-9,
+                                              stabilize_below=2 * step, stabilization=eta)).run(img)
+            for eta in (0.0, 3e-3)}
+    assert np.isnan(runs[0.0].stabilized_from)
+    assert runs[0.0].stabilization_energy_fraction == 0.0
+    assert runs[0.0].nonphysical_share(0.01) == 0.0
+    assert runs[3e-3].stabilized_from == 0.0
+    assert runs[3e-3].stabilization_energy_fraction > 0.0
+    ferrite, _, _ = material_point_tension(FERRITE, runs[0.0].strain[1:])
+    martensite, _, _ = material_point_tension(MARTENSITE, runs[0.0].strain[1:])
+    np.testing.assert_allclose(runs[0.0].stress[1:], 0.5 * martensite + 0.5 * ferrite, rtol=1e-6)
+
+
 def test_adaptive_stabilization_damps_less_and_keeps_the_exact_answers():
     """Forced on from the start (as above), the adaptive stabilization (``stabilization_floor``)
     lowers the damping wherever Newton converges easily: a smaller share of the work and a
@@ -420,3 +441,22 @@ def test_a_point_creeping_towards_fF_past_f_near_is_failed_and_the_increment_set
     assert not ok and staggers == 30
     ok, update, staggers = _creeping_increment(0.20, 5, monkeypatch)  # below f_near: not failed
     assert not ok and staggers == 30 and not update.state.failed[0]
+
+
+def test_a_closing_void_cannot_take_the_nonlocal_porosity_predictor_below_zero():
+    """Regression, a real structure (the default dataset's #206, a rectangle, coarsened to 32²,
+    nonlocal l = 1/32, default Newton): at E_xx = 0.1207 the staggered increment's linear
+    porosity predictor f + (df/dE_xx) ΔE_xx of a point whose void was closing came out at
+    -1.4e-4 and the run raised 'GTNState.f must lie in [0, 1)'. Clipped to [0, fF] it runs
+    on, with every porosity in range and the fracture strain it had reached before."""
+    from lib.fe.fracture_labels import coarsen_images, profile_criteria
+    from lib.microstructures.dual_phase import generate_dual_phase
+
+    image, _ = generate_dual_phase("rectangle", 6998507319403454402)
+    criteria = dataclasses.replace(profile_criteria("default"), max_strain=0.135)
+    result = GTNRVE(32, criteria=criteria, nonlocal_length=1 / 32).run(
+        coarsen_images(image[None], 32)[0])
+    assert result.status == "converged"
+    assert result.strain[-1] == pytest.approx(0.135, abs=1e-12)  # past the old stop at 0.1207
+    assert result.fracture_strain == pytest.approx(0.0404, rel=0.01)
+    assert np.nanmin(result.void_map) >= 0.0

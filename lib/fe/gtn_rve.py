@@ -137,7 +137,8 @@ class LoadStepping:
     ``eta (u - u_n)`` and the tangent ``eta I`` with ``eta = stabilization * E_ferrite *
     initial / increment``. The work of these forces is reported relative to the macroscopic work
     (``RVEResult.stabilization_energy_fraction``) so its effect on a label can be judged;
-    ``stabilization = 0`` switches it off.
+    ``stabilization = 0`` switches it off (steps below
+    ``stabilize_below`` are then only small steps, down to ``minimum``).
 
     Adaptive stabilization (``stabilization_floor < 1``; after Abaqus' adaptive automatic
     stabilization, which lowers the damping factor where convergence allows it and raises it
@@ -216,7 +217,7 @@ class RVEResult:
     or "failed: <reason>"; counters and timings;
     stabilization_energy_fraction: work of the viscous stabilization over the macroscopic work of
     the whole run; stabilized_from: E_xx at which the stabilization was switched on (NaN if
-    never): a criterion reached before it is unaffected by it; damping_work, macro_work:
+    never, always with ``LoadStepping.stabilization = 0``): a criterion reached before it is unaffected by it; damping_work, macro_work:
     (n_increments + 1,) cumulative works (MPa, per unit cell area) behind
     :meth:`nonphysical_share`; hill_strain: E_xx of the first converged increment whose
     material tangent has an indefinite symmetric part (:meth:`GTNRVE.hill_indefinite`; NaN if
@@ -246,6 +247,11 @@ class RVEResult:
     hill_strain: float = float("nan")
     n_staggers: int = 0
 
+    def index_at(self, strain: float) -> int:
+        """Index into the histories of the first converged increment at or past ``strain`` (an
+        E_xx; to 1e-15), the last one if the run stopped before it."""
+        return min(int(np.searchsorted(self.strain, strain - 1e-15)), len(self.strain) - 1)
+
     def nonphysical_share(self, strain: float) -> float:
         """Work of the viscous stabilization over the macroscopic work done since it was switched
         on (from ``stabilized_from``), both up to the first converged increment at or past
@@ -262,10 +268,10 @@ class RVEResult:
         """
         if not np.isfinite(strain) or self.damping_work is None:
             return float("nan")
-        i = min(int(np.searchsorted(self.strain, strain - 1e-15)), len(self.strain) - 1)
+        i = self.index_at(strain)
         if not np.isfinite(self.stabilized_from) or self.damping_work[i] <= 0:
             return 0.0
-        start = int(np.searchsorted(self.strain, self.stabilized_from - 1e-15))  # last undamped state
+        start = self.index_at(self.stabilized_from)  # the last undamped state
         work_since = float(self.macro_work[i] - self.macro_work[min(start, i)])
         return float(self.damping_work[i] / work_since) if work_since > 0 else float("inf")
 
@@ -617,7 +623,8 @@ class GTNRVE:
             macro_try = macro + dmacro_rate * d_exx
             macro_try[0] = target
             ok, iterations, errors = False, 0, []
-            if not stabilized and d_exx < st.stabilize_below:  # once on, on for the rest of the run
+            if not stabilized and st.stabilization > 0 and d_exx < st.stabilize_below:
+                # once on, on for the rest of the run; never with no damping to switch on
                 stabilized, stabilized_from = True, float(macro[0])
             damping = (st.stabilization * damping_scale * self.phases[0].E * st.initial / d_exx
                        if stabilized else 0.0)
